@@ -179,9 +179,9 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 
 // Field names of the requests block.
 var (
-	requestsFields     = []string{"trusted_proxies", "descriptors"}
-	reqDescFields      = []string{"path", "path_prefix", "methods", "entries"}
-	reqEntryFields     = []string{"key", "from", "header", "value"}
+	requestsFields      = []string{"trusted_proxies", "descriptors"}
+	reqDescFields       = []string{"path", "path_prefix", "methods", "entries"}
+	reqEntryFields      = []string{"key", "from", "header", "value"}
 	defaultAPIKeyHeader = "X-Api-Key"
 )
 

@@ -3,7 +3,6 @@ package rules
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -37,8 +36,9 @@ type Watcher struct {
 	onError  func(error)
 
 	cur    atomic.Pointer[Set]
-	mu     sync.Mutex // serialises reloads and guards the fields below
-	seen   [sha256.Size]byte
+	mu     sync.Mutex        // serialises reloads and guards the fields below
+	seen   [sha256.Size]byte // digest of the files in force
+	failed [sha256.Size]byte // digest of the latest failed content
 	stats  WatchStats
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -121,6 +121,8 @@ func (w *Watcher) Check() (reloaded bool, err error) {
 	if err == nil {
 		sum = digest(srcs)
 		if sum == w.seen {
+			// Unchanged, or back to the content in force after a failure.
+			w.stats.LastError = nil
 			return false, nil
 		}
 	}
@@ -129,10 +131,10 @@ func (w *Watcher) Check() (reloaded bool, err error) {
 		set, err = build(srcs)
 	}
 	if err != nil {
-		if w.stats.LastError != nil && sum == w.seen && errors.Is(err, w.stats.LastError) {
-			return false, err
+		if w.stats.LastError != nil && sum == w.failed && err.Error() == w.stats.LastError.Error() {
+			return false, err // the same failure as the last poll: report it once
 		}
-		w.seen = sum // report a broken content once, not at every poll
+		w.failed = sum
 		w.stats.Failures++
 		w.stats.LastError = err
 		if w.logger != nil {
