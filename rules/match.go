@@ -28,40 +28,42 @@ import (
 // Match is filled even then, with the walk and the reason, for explanations.
 func (s *Set) Match(domainName string, entries []Entry) (m Match, ok bool) {
 	m.Domain = domainName
+	m.entries = len(entries)
 	if s == nil {
-		m.Reason = "no rules are loaded"
+		m.end = endNoRules
 		return m, false
 	}
 	d := s.domains[domainName]
 	if d == nil {
-		m.Reason = fmt.Sprintf("unknown domain %q", domainName)
+		m.end = endUnknownDomain
 		return m, false
 	}
 	if len(entries) == 0 {
-		m.Reason = "the descriptor has no entries"
+		m.end = endEmpty
 		return m, false
 	}
 	lvl := d.root
 	var rule *Rule
+	m.Path = make([]Step, 0, len(entries))
 	for i, e := range entries {
 		n, kind := lvl.find(e)
 		if n == nil {
-			m.Reason = fmt.Sprintf("no descriptor matches %s at level %d", e, i+1)
+			m.end = endNoMatch
+			m.failed = e
 			break
 		}
 		m.Path = append(m.Path, Step{Entry: e, Kind: kind, Node: n.label(), Pos: n.pos})
-		last := i == len(entries)-1
-		if last {
+		if i == len(entries)-1 {
 			if n.rule != nil {
 				rule = n.rule
-				m.Reason = fmt.Sprintf("%s matched %s (%s), which has a rate limit", e, n.label(), kind)
+				m.end = endRule
 			} else {
-				m.Reason = fmt.Sprintf("%s matched %s (%s), which has no rate limit: admitted", e, n.label(), kind)
+				m.end = endNoLimit
 			}
 			break
 		}
 		if n.children == nil {
-			m.Reason = fmt.Sprintf("%s matched %s (%s), which has no nested descriptors for the remaining %d entries", e, n.label(), kind, len(entries)-1-i)
+			m.end = endTooDeep
 			break
 		}
 		lvl = n.children
@@ -75,12 +77,57 @@ func (s *Set) Match(domainName string, entries []Entry) (m Match, ok bool) {
 		if inTier(tl.tier, entries) {
 			m.Tier = tl.tier.name
 			m.Limits, m.Units, m.Unlimited, m.Deny = tl.limits, tl.units, tl.unlimited, tl.deny
-			m.Reason += fmt.Sprintf("; tier %q applies", tl.tier.name)
 			break
 		}
 	}
 	m.Key = storeKey(domainName, entries, rule, m.Path)
 	return m, true
+}
+
+// How a walk ended, for Match.Reason.
+const (
+	endNoRules = iota + 1
+	endUnknownDomain
+	endEmpty
+	endNoMatch
+	endRule
+	endNoLimit
+	endTooDeep
+)
+
+// Reason explains in one line why the walk ended where it did: which entry
+// matched which node and how, or why no rule applies.
+func (m Match) Reason() string {
+	var last Step
+	if len(m.Path) > 0 {
+		last = m.Path[len(m.Path)-1]
+	}
+	var s string
+	switch m.end {
+	case endNoRules:
+		s = "no rules are loaded"
+	case endUnknownDomain:
+		s = fmt.Sprintf("unknown domain %q", m.Domain)
+	case endEmpty:
+		s = "the descriptor has no entries"
+	case endNoMatch:
+		s = fmt.Sprintf("no descriptor matches %s at level %d", m.failed, len(m.Path)+1)
+	case endRule:
+		s = fmt.Sprintf("%s matched %s (%s), which has a rate limit", last.Entry, last.Node, last.Kind)
+	case endNoLimit:
+		s = fmt.Sprintf("%s matched %s (%s), which has no rate limit: admitted", last.Entry, last.Node, last.Kind)
+	case endTooDeep:
+		s = fmt.Sprintf("%s matched %s (%s), which has no nested descriptors for the remaining %d entries", last.Entry, last.Node, last.Kind, m.entries-len(m.Path))
+	default:
+		return ""
+	}
+	if m.Tier != "" {
+		s += fmt.Sprintf("; tier %q applies", m.Tier)
+	}
+	if m.Replaced {
+		s += fmt.Sprintf("; replaced by another descriptor's rule (replaces %q)", m.Rule.Name)
+	}
+	return s
 }
 
 // inTier reports whether one of entries has t's key and one of its values.
@@ -133,7 +180,6 @@ func (s *Set) MatchRequest(domainName string, descriptors [][]Entry) (ms []Match
 		if ok[i] && ms[i].Rule.Name != "" && replaced[ms[i].Rule.Name] {
 			ms[i].Replaced = true
 			ok[i] = false
-			ms[i].Reason += fmt.Sprintf("; replaced by another descriptor's rule (replaces %q)", ms[i].Rule.Name)
 		}
 	}
 	return ms, ok
@@ -150,6 +196,11 @@ func (s *Set) MatchRequest(domainName string, descriptors [][]Entry) (ms []Match
 // replaced by the domain and a SHA-256 of the full key.
 func storeKey(domainName string, entries []Entry, rule *Rule, path []Step) string {
 	var b strings.Builder
+	n := len(domainName)
+	for _, e := range entries {
+		n += len(e.Key) + len(e.Value) + 2
+	}
+	b.Grow(n + 8)
 	escape(&b, domainName)
 	for i, e := range entries {
 		b.WriteByte('|')
@@ -196,7 +247,7 @@ func escape(b *strings.Builder, s string) {
 // the store key, or why no rule applies.
 func (m Match) String() string {
 	if m.Rule == nil {
-		return "no rule: " + m.Reason
+		return "no rule: " + m.Reason()
 	}
 	s := fmt.Sprintf("rule %s (%v): %s", m.Rule.ID, m.Rule.Pos, describeLimits(m.Limits, m.Unlimited, m.Deny))
 	if m.Tier != "" {

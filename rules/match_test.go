@@ -239,7 +239,7 @@ func TestMatchTable(t *testing.T) {
 					got = describeLimits(m.Limits, m.Unlimited, m.Deny)
 				}
 				if got != c.want {
-					t.Errorf("%s: got %q, want %q (%s)", c.descriptor, got, c.want, m.Reason)
+					t.Errorf("%s: got %q, want %q (%s)", c.descriptor, got, c.want, m.Reason())
 					continue
 				}
 				if ok && c.rule != "" && m.Rule.ID != c.rule {

@@ -60,14 +60,10 @@ type node struct {
 	rule       *Rule  // nil when the node has no rate_limit
 	children   *level // nil when it has no nested descriptors
 	pos        Position
+	lbl        string // "key" or "key=value", as explanations show it
 }
 
-func (n *node) label() string {
-	if n.kind == KeyOnly {
-		return n.key
-	}
-	return n.key + "=" + n.value
-}
+func (n *node) label() string { return n.lbl }
 
 // tier is a named set of values of one key.
 type tier struct {
@@ -544,6 +540,10 @@ func (c *compiler) descriptor(n *yaml.Node, field string, lvl *level, parentID s
 		nd.prefix = strings.TrimSuffix(nd.value, "*")
 	default:
 		nd.kind = Exact
+	}
+	nd.lbl = nd.key
+	if nd.kind != KeyOnly {
+		nd.lbl = nd.key + "=" + nd.value
 	}
 	id := parentID + "." + nd.key
 	if nd.value != "" {

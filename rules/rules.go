@@ -325,8 +325,10 @@ type Match struct {
 	// [floodgate.MaxKeyLen] bytes (longer keys are hashed). It is stable
 	// across reloads and processes. Empty when Rule is nil.
 	Key string
-	// Reason explains in one line why the walk ended where it did.
-	Reason string
+
+	end     int   // how the walk ended, for Reason
+	failed  Entry // the entry no node matched
+	entries int   // the descriptor's length
 }
 
 // Set is a compiled configuration of one or more domains. It is immutable
