@@ -149,7 +149,7 @@ func applyRelease(op *Op, states []State, now int64, each []Result) bool {
 			held = held || found
 		}
 		_, r := l.current(states[i], now)
-		r.Allowed = true
+		r.Allowed, r.Limit = true, l
 		if each != nil {
 			each[i] = r
 		}
