@@ -181,7 +181,8 @@ func (l Limit) Validate() error {
 			return fmt.Errorf("floodgate: limit %v: %w: burst × window/gcd(quota, window in µs) must stay under 2^52; use a rounder quota or window", l, ErrInvalid)
 		}
 	case GCRA:
-		if interval(l)*l.Capacity() > exactLimit/4 {
+		// Divide rather than multiply: the product can overflow int64.
+		if l.Capacity() > exactLimit/4/interval(l) {
 			return fmt.Errorf("floodgate: limit %v: %w: burst × emission interval must stay under 2^51", l, ErrInvalid)
 		}
 	}
