@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +182,67 @@ func TestServeSeveralProcesses(t *testing.T) {
 		if resp, r := post(t, p.URL("/v1/check"), `{"key":"k","cost":3,"limit":`+yearly+`}`); resp.StatusCode != http.StatusOK || r.Remaining != 0 {
 			t.Errorf("pid %d: %s %+v, want 200 with 0 remaining", p.Pid(), resp.Status, r)
 		}
+	}
+}
+
+// TestServeFinishesInFlightRequests sends half a request, stops the server,
+// then sends the rest: the request is still answered, new connections are
+// refused, and the process exits 0.
+func TestServeFinishesInFlightRequests(t *testing.T) {
+	p := proctest.Serve(t)
+	conn, err := net.DialTimeout("tcp", p.Addr("http"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	body := `{"key":"k","limit":` + yearly + `}`
+	head := fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: floodgate\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	if _, err := io.WriteString(conn, head+body[:5]); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(proctest.ReadyTimeout)
+	for !strings.Contains(p.Stderr(), `msg="shutting down"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shutdown logged within %v:\n%s", proctest.ReadyTimeout, p.Stderr())
+		}
+		select {
+		case <-p.Exited():
+			t.Fatalf("exited with a request in flight:\n%s", p.Stderr())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// The listener closes as shutdown begins; wait until new connections
+	// are refused (bounded).
+	for {
+		c, err := net.DialTimeout("tcp", p.Addr("http"), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("still accepting connections after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if _, err := io.WriteString(conn, body[5:]); err != nil {
+		t.Fatalf("finishing the in-flight request: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the in-flight answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("in-flight request: %s, want 200", resp.Status)
+	}
+	code, err := p.Wait(proctest.StopTimeout)
+	if err != nil || code != 0 {
+		t.Errorf("exit code %d, %v; want 0", code, err)
 	}
 }
