@@ -96,8 +96,9 @@ type CheckRequest struct {
 	// Lease names the lease for concurrency limits: acquiring a held lease
 	// renews it. Empty acquires an anonymous lease that only expires.
 	Lease string `json:"lease,omitempty"`
-	// Release, with Lease, releases the lease instead of acquiring; allowed
-	// then reports whether it was still held.
+	// Release, with Lease, releases the lease instead of acquiring. The
+	// answer is then always 200, and allowed reports whether the lease was
+	// still held.
 	Release bool `json:"release,omitempty"`
 }
 
@@ -204,7 +205,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	status = http.StatusOK
-	if !res.Allowed {
+	if !res.Allowed && !op.Release {
 		status = http.StatusTooManyRequests
 		if res.RetryAfter != floodgate.Never {
 			w.Header().Set("Retry-After", strconv.FormatInt(ceilDiv(res.RetryAfter, time.Second), 10))

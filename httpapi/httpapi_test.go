@@ -213,6 +213,14 @@ func TestCheckConcurrencyLease(t *testing.T) {
 	if rec := do(t, h, "POST", "/v1/check", `{"key":"k","lease":"b","limit":`+lim+`}`); rec.Code != http.StatusOK {
 		t.Fatalf("acquire b after release: status %d, want 200: %s", rec.Code, rec.Body)
 	}
+	// Releasing a lease that is not held is answered 200, allowed false.
+	rec := do(t, h, "POST", "/v1/check", `{"key":"k","lease":"a","release":true,"limit":`+lim+`}`)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("release a again: status %d, want 200: %s", rec.Code, rec.Body)
+	}
+	if got := decode[httpapi.CheckResponse](t, rec); got.Allowed {
+		t.Errorf("release a again: allowed, want false (not held)")
+	}
 }
 
 func TestCheckBadRequests(t *testing.T) {
