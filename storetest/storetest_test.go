@@ -16,5 +16,5 @@ func TestReferenceStore(t *testing.T) {
 }
 
 func TestReferenceStoreProperties(t *testing.T) {
-	storetest.RunProperties(t, newReference, 1000)
+	storetest.RunProperties(t, newReference, 500)
 }
