@@ -1,0 +1,445 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate"
+)
+
+//go:embed decide.lua
+var decideScript string
+
+// scriptSHA is the SHA-1 digest EVALSHA names the script by.
+var scriptSHA = func() string {
+	h := sha1.Sum([]byte(decideScript))
+	return hex.EncodeToString(h[:])
+}()
+
+// Defaults of [Options].
+const (
+	DefaultPrefix       = "floodgate:"
+	DefaultDialTimeout  = time.Second
+	DefaultReadTimeout  = 500 * time.Millisecond
+	DefaultWriteTimeout = 500 * time.Millisecond
+)
+
+// Options configure a [Store]. The zero value is not usable: set URL, Addrs
+// or Client. [ParseURL] fills the connection fields from a URL.
+type Options struct {
+	// Client, when set, is used as is and the connection fields below are
+	// ignored. [Store.Close] does not close it: its owner does.
+	Client goredis.UniversalClient
+
+	// URL is parsed with [ParseURL] when Addrs is empty; the fields it sets
+	// replace the connection fields below. See [ParseURL] for the forms.
+	URL string
+	// Addrs are the host:port addresses: one server, the seed nodes of a
+	// cluster, or the sentinels.
+	Addrs []string
+	// Cluster, when true, talks to a Redis Cluster seeded by Addrs.
+	Cluster bool
+	// MasterName, when set, makes Addrs the sentinels that know this master.
+	MasterName string
+	// Username and Password authenticate to the servers (to the master and
+	// replicas behind Sentinel, not to the sentinels). Default: none.
+	Username, Password string
+	// DB is the database number of a standalone or Sentinel-managed server.
+	// Default 0. A cluster has only database 0.
+	DB int
+	// TLS, when non-nil, is the TLS configuration of every connection.
+	// Default: plain TCP.
+	TLS *tls.Config
+
+	// Prefix starts every key the store writes. It must not contain '{' or
+	// '}', since the store puts a hash tag right after it. Default
+	// [DefaultPrefix] ("floodgate:").
+	Prefix string
+	// DialTimeout bounds opening a connection. Default [DefaultDialTimeout] (1s).
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound each socket read and write; the
+	// context given to [Store.Decide] bounds the whole batch as well.
+	// Defaults [DefaultReadTimeout] and [DefaultWriteTimeout] (500ms).
+	ReadTimeout, WriteTimeout time.Duration
+	// PoolSize is the number of connections per server. Default: go-redis's
+	// default (10 per CPU).
+	PoolSize int
+}
+
+// The store never lets go-redis retry a command (MaxRetries -1): a script
+// whose reply was lost may have run, and running it again would charge the
+// request twice. Cluster redirections (MOVED, ASK) are still followed.
+
+// Store is the Redis store: every decision is one atomic Lua script run by
+// the Redis server that holds the key, with that server's clock. It works on
+// a standalone server, a Redis Cluster and a Sentinel-managed master. It is
+// safe for concurrent use. Create it with [New]; the zero value is not
+// usable.
+type Store struct {
+	client    goredis.UniversalClient
+	ownClient bool
+	prefix    string
+	closed    atomic.Bool
+}
+
+var _ floodgate.Store = (*Store)(nil)
+
+// New returns a store on the Redis named by opts. It does not contact Redis:
+// a store can be created while Redis is down, and decisions fail with an
+// error until it is back.
+func New(opts Options) (*Store, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: prefix %q: must not contain '{' or '}'", opts.Prefix)
+	}
+	s := &Store{prefix: opts.Prefix}
+	if opts.Client != nil {
+		s.client = opts.Client
+		return s, nil
+	}
+	if len(opts.Addrs) == 0 {
+		if opts.URL == "" {
+			return nil, errors.New("redis: no URL, addresses or client given")
+		}
+		u, err := ParseURL(opts.URL)
+		if err != nil {
+			return nil, err
+		}
+		opts.Addrs, opts.Cluster, opts.MasterName = u.Addrs, u.Cluster, u.MasterName
+		opts.Username, opts.Password, opts.DB, opts.TLS = u.Username, u.Password, u.DB, u.TLS
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	switch {
+	case opts.MasterName != "":
+		s.client = goredis.NewFailoverClient(&goredis.FailoverOptions{
+			MasterName:            opts.MasterName,
+			SentinelAddrs:         opts.Addrs,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			TLSConfig:             opts.TLS,
+			DialTimeout:           opts.DialTimeout,
+			ReadTimeout:           opts.ReadTimeout,
+			WriteTimeout:          opts.WriteTimeout,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			ContextTimeoutEnabled: true,
+		})
+	case opts.Cluster:
+		if opts.DB != 0 {
+			return nil, fmt.Errorf("redis: database %d: a cluster has only database 0", opts.DB)
+		}
+		s.client = goredis.NewClusterClient(&goredis.ClusterOptions{
+			Addrs:                 opts.Addrs,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			TLSConfig:             opts.TLS,
+			DialTimeout:           opts.DialTimeout,
+			ReadTimeout:           opts.ReadTimeout,
+			WriteTimeout:          opts.WriteTimeout,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			ContextTimeoutEnabled: true,
+		})
+	default:
+		if len(opts.Addrs) != 1 {
+			return nil, fmt.Errorf("redis: %d addresses %q: a standalone server takes one (use a cluster or sentinel URL for several)", len(opts.Addrs), opts.Addrs)
+		}
+		s.client = goredis.NewClient(&goredis.Options{
+			Addr:                  opts.Addrs[0],
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			TLSConfig:             opts.TLS,
+			DialTimeout:           opts.DialTimeout,
+			ReadTimeout:           opts.ReadTimeout,
+			WriteTimeout:          opts.WriteTimeout,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			ContextTimeoutEnabled: true,
+		})
+	}
+	s.ownClient = true
+	return s, nil
+}
+
+// Client returns the go-redis client the store uses.
+func (s *Store) Client() goredis.UniversalClient { return s.client }
+
+// Close closes the client if [New] created it. Decide after Close returns
+// [floodgate.ErrClosed].
+func (s *Store) Close() error {
+	if s.closed.Swap(true) || !s.ownClient {
+		return nil
+	}
+	return s.client.Close()
+}
+
+// call is one op's script call.
+type call struct {
+	op   *floodgate.Op
+	keys []string
+	args []any
+	cmd  *goredis.Cmd
+}
+
+// Decide implements [floodgate.Store]. All valid ops of the batch go to Redis
+// in one pipeline (one round trip per server involved), one EVALSHA per op;
+// ops answered NOSCRIPT are sent again with EVAL, which caches the script on
+// that server. Invalid ops get an Err wrapping [floodgate.ErrInvalid] and are
+// not sent.
+func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
+	if s.closed.Load() {
+		for i := range ops {
+			ops[i].Err = floodgate.ErrClosed
+		}
+		return floodgate.ErrClosed
+	}
+	calls := make([]call, 0, len(ops))
+	for i := range ops {
+		op := &ops[i]
+		op.Err = nil
+		if err := op.Check(); err != nil {
+			op.Err = err
+			continue
+		}
+		keys, args := s.encode(op)
+		calls = append(calls, call{op: op, keys: keys, args: args})
+	}
+	if len(calls) > 0 {
+		s.run(ctx, calls, true)
+		var retry []call
+		for _, c := range calls {
+			if isNoScript(c.cmd.Err()) {
+				retry = append(retry, c)
+			}
+		}
+		if len(retry) > 0 {
+			s.run(ctx, retry, false)
+			for _, c := range retry {
+				// The slice holds copies; carry the new command back.
+				for i := range calls {
+					if calls[i].op == c.op {
+						calls[i].cmd = c.cmd
+					}
+				}
+			}
+		}
+		for _, c := range calls {
+			if err := c.cmd.Err(); err != nil {
+				c.op.Err = fmt.Errorf("redis: decide key %q: %w", c.op.Key, err)
+				continue
+			}
+			if err := decode(c.op, c.cmd.Val()); err != nil {
+				c.op.Err = fmt.Errorf("redis: decide key %q: %w", c.op.Key, err)
+			}
+		}
+	}
+	for i := range ops {
+		if ops[i].Err != nil {
+			return ops[i].Err
+		}
+	}
+	return nil
+}
+
+// run sends calls in one pipeline, by EVALSHA or EVAL.
+func (s *Store) run(ctx context.Context, calls []call, sha bool) {
+	pipe := s.client.Pipeline()
+	for i := range calls {
+		c := &calls[i]
+		if sha {
+			c.cmd = pipe.EvalSha(ctx, scriptSHA, c.keys, c.args...)
+		} else {
+			c.cmd = pipe.Eval(ctx, decideScript, c.keys, c.args...)
+		}
+	}
+	// Each command carries its own error; the first is returned here too.
+	_, _ = pipe.Exec(ctx)
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// Key returns the Redis key that holds key's state under l (for the sliding
+// window log and concurrency limits, the first of the two keys). Every key of
+// one client key shares the hash tag {key}, so that one script call touches
+// one cluster slot; '{', '}' and '\' in the key are escaped as "\(", "\)" and
+// "\\" so the tag is always the whole key.
+func (s *Store) Key(key string, l floodgate.Limit) string {
+	return s.limitKey(escapeKey(key), l)
+}
+
+func escapeKey(key string) string {
+	if !strings.ContainsAny(key, "{}\\") {
+		return key
+	}
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case '{':
+			b.WriteString(`\(`)
+		case '}':
+			b.WriteString(`\)`)
+		case '\\':
+			b.WriteString(`\\`)
+		default:
+			b.WriteByte(key[i])
+		}
+	}
+	return b.String()
+}
+
+var algNames = [...]string{
+	floodgate.FixedWindow:      "fw",
+	floodgate.SlidingWindowLog: "sl",
+	floodgate.SlidingWindow:    "sw",
+	floodgate.TokenBucket:      "tb",
+	floodgate.GCRA:             "gcra",
+	floodgate.Concurrency:      "cc",
+}
+
+// limitKey is prefix{key}:alg:window ms:quota[:burst].
+func (s *Store) limitKey(escaped string, l floodgate.Limit) string {
+	b := make([]byte, 0, len(s.prefix)+len(escaped)+40)
+	b = append(b, s.prefix...)
+	b = append(b, '{')
+	b = append(b, escaped...)
+	b = append(b, "}:"...)
+	b = append(b, algNames[l.Algorithm]...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, l.Window.Milliseconds(), 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, l.Quota, 10)
+	if l.Algorithm == floodgate.TokenBucket || l.Algorithm == floodgate.GCRA {
+		b = append(b, ':')
+		b = strconv.AppendInt(b, l.Burst, 10)
+	}
+	return string(b)
+}
+
+// encode returns the script's KEYS and ARGV for op.
+func (s *Store) encode(op *floodgate.Op) ([]string, []any) {
+	escaped := escapeKey(op.Key)
+	keys := make([]string, 0, len(op.Limits)+1)
+	args := make([]any, 0, 5+6*len(op.Limits))
+	mode := "a"
+	if op.Release {
+		mode = "r"
+	}
+	args = append(args, op.Now, op.Cost, mode, op.Lease, len(op.Limits))
+	for _, l := range op.Limits {
+		k := s.limitKey(escaped, l)
+		keys = append(keys, k)
+		w := l.Window.Microseconds()
+		var p1, p2, p3 int64
+		switch l.Algorithm {
+		case floodgate.SlidingWindowLog:
+			keys = append(keys, k+":sum")
+		case floodgate.Concurrency:
+			keys = append(keys, k+":units")
+		case floodgate.TokenBucket:
+			g := gcd(l.Quota, w)
+			p1, p2, p3 = l.Quota/g, w/g, l.Capacity()
+		case floodgate.GCRA:
+			p1, p3 = (w+l.Quota-1)/l.Quota, l.Capacity()
+		}
+		args = append(args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
+	}
+	return keys, args
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// decode turns the script's reply into op.Result and op.Each.
+func decode(op *floodgate.Op, val any) error {
+	v, ok := val.([]any)
+	if !ok || len(v) != 1+4*len(op.Limits) {
+		return fmt.Errorf("unexpected script reply %v for %d limits", val, len(op.Limits))
+	}
+	n := make([]int64, len(v))
+	for i, x := range v {
+		if n[i], ok = x.(int64); !ok {
+			return fmt.Errorf("unexpected script reply %v: element %d is %T", val, i, x)
+		}
+	}
+	each := op.Each
+	if len(each) != len(op.Limits) {
+		each = nil
+	}
+	var acc floodgate.Result
+	for i, l := range op.Limits {
+		p := n[1+4*i:]
+		r := floodgate.Result{
+			Allowed:    p[0] == 1,
+			Limit:      l,
+			Remaining:  p[1],
+			ResetAfter: time.Duration(p[2]) * time.Microsecond,
+			RetryAfter: time.Duration(p[3]) * time.Microsecond,
+		}
+		if p[3] < 0 {
+			r.RetryAfter = floodgate.Never
+		}
+		if each != nil {
+			each[i] = r
+		}
+		acc = combine(acc, r, i == 0)
+	}
+	if op.Release || len(op.Limits) > 1 {
+		acc.Allowed = n[0] == 1
+	}
+	op.Result = acc
+	return nil
+}
+
+// combine folds one limit's result r into the combined result acc, as the
+// core does: the denial with the longest RetryAfter, or when all allowed, the
+// limit with the fewest units remaining (then the latest reset).
+func combine(acc, r floodgate.Result, first bool) floodgate.Result {
+	if first {
+		return r
+	}
+	switch {
+	case acc.Allowed && !r.Allowed:
+		return r
+	case !acc.Allowed && r.Allowed:
+		return acc
+	case !acc.Allowed:
+		if r.RetryAfter > acc.RetryAfter {
+			return r
+		}
+		return acc
+	default:
+		if r.Remaining < acc.Remaining || (r.Remaining == acc.Remaining && r.ResetAfter > acc.ResetAfter) {
+			return r
+		}
+		return acc
+	}
+}
