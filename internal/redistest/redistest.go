@@ -542,4 +542,3 @@ func StopShared() {
 		shared.dir = ""
 	}
 }
-
