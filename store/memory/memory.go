@@ -244,21 +244,35 @@ type limitInfo struct {
 	limit floodgate.Limit
 	fp    uint64 // fingerprint
 	w     int64  // Window in µs
-	qr    int64  // token bucket refill per µs, in 1/wr token
+	// Token bucket: Quota/Window = qr/wr in lowest terms.
+	qr, wr   int64
+	capacity int64 // Limit.Capacity()
+	interval int64 // GCRA emission interval, µs
 }
 
 // info returns l's limitInfo, or nil when l is invalid. Validated limits are
 // cached by fingerprint; a hit compares the whole limit.
-func (s *Store) info(l floodgate.Limit) *limitInfo {
-	fp := fingerprint(l)
+func (s *Store) info(lp *floodgate.Limit) *limitInfo {
+	fp := fingerprint(lp)
 	slot := &s.limits[fp%uint64(len(s.limits))]
-	if p := slot.Load(); p != nil && p.limit == l {
+	if p := slot.Load(); p != nil && p.limit == *lp {
 		return p
 	}
+	l := *lp
 	if l.Validate() != nil {
 		return nil
 	}
-	p := &limitInfo{limit: l, fp: fp, w: int64(l.Window / time.Microsecond), qr: refill(l)}
+	w := int64(l.Window / time.Microsecond)
+	qr := refill(l)
+	p := &limitInfo{
+		limit:    l,
+		fp:       fp,
+		w:        w,
+		qr:       qr,
+		wr:       w / (l.Quota / qr),
+		capacity: l.Capacity(),
+		interval: (w + l.Quota - 1) / l.Quota,
+	}
 	slot.Store(p)
 	return p
 }

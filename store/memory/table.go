@@ -48,13 +48,14 @@ func (s *Store) decide(op *floodgate.Op) error {
 		return op.Check()
 	}
 	var infoBuf [4]*limitInfo
-	infos := infoBuf[:]
-	if len(op.Limits) > len(infoBuf) {
+	var infos []*limitInfo
+	if len(op.Limits) <= len(infoBuf) {
+		infos = infoBuf[:len(op.Limits)]
+	} else {
 		infos = make([]*limitInfo, len(op.Limits))
 	}
-	infos = infos[:len(op.Limits)]
-	for j, l := range op.Limits {
-		if infos[j] = s.info(l); infos[j] == nil {
+	for j := range op.Limits {
+		if infos[j] = s.info(&op.Limits[j]); infos[j] == nil {
 			return op.Check()
 		}
 	}
@@ -74,10 +75,13 @@ func (s *Store) decide(op *floodgate.Op) error {
 		case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
 			id := entryID(h, li)
 			if v, ok := sh.tw[id]; ok {
-				states := [1]floodgate.State{li.decode(v)}
-				if floodgate.Apply(op, states[:], now) {
-					if exp := li.expiry(states[0]); exp > now {
-						sh.tw[id] = [2]int64{exp, states[0].N}
+				next := li.decideFast(li.decode(v), now, op.Cost, &op.Result)
+				if len(op.Each) == 1 {
+					op.Each[0] = op.Result
+				}
+				if op.Result.Allowed && op.Cost > 0 {
+					if exp := li.expiry(next); exp > now {
+						sh.tw[id] = [2]int64{exp, next.N}
 					} else {
 						delete(sh.tw, id)
 						sh.n--
@@ -321,7 +325,7 @@ func (o *overflow) fill(limits []floodgate.Limit, states []floodgate.State, miss
 		if !missing[j] {
 			continue
 		}
-		fp := fingerprint(l)
+		fp := fingerprint(&l)
 		e, ok := o.m[fp]
 		switch {
 		case ok && e.limit == l:
@@ -345,7 +349,7 @@ func (o *overflow) fill(limits []floodgate.Limit, states []floodgate.State, miss
 }
 
 func (o *overflow) store(l floodgate.Limit, st floodgate.State, now int64) {
-	fp := fingerprint(l)
+	fp := fingerprint(&l)
 	exp := l.ExpiresAt(st)
 	if exp <= now {
 		delete(o.m, fp)
@@ -391,7 +395,7 @@ func mum(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-func fingerprint(l floodgate.Limit) uint64 {
+func fingerprint(l *floodgate.Limit) uint64 {
 	a := mum(uint64(l.Quota)|uint64(l.Algorithm)<<56^k0, uint64(l.Window)^k1)
 	return mum(a^k2, uint64(l.Burst)^k3)
 }
