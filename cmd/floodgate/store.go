@@ -26,6 +26,8 @@ func openStore(ctx context.Context, url string) (floodgate.Store, error) {
 			return nil, fmt.Errorf("store %q: the memory store takes no address or options; use \"memory\"", url)
 		}
 		return memory.New(memory.Options{}), nil
+	case "redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel":
+		return openRedis(ctx, url)
 	}
 	return nil, fmt.Errorf("store %q: unknown scheme %q: want memory", url, scheme)
 }
