@@ -244,4 +244,3 @@ func keysOnEveryMaster(t *testing.T, c *goredis.ClusterClient, base string) []st
 	}
 	return keys
 }
-
