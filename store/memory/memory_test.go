@@ -14,6 +14,7 @@ import (
 
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/store/memory"
+	"github.com/floodgate/floodgate/storetest"
 )
 
 // t0 is 2026-01-01T00:00:00Z in µs, the base of the explicit instants.
@@ -377,4 +378,24 @@ func TestDefaultClock(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) floodgate.Store { return memory.New(memory.Options{}) })
+}
+
+func TestConformanceSmallTable(t *testing.T) {
+	// A table of one shard and a handful of entries, so overflow and
+	// opportunistic sweeps happen during the suite.
+	storetest.Run(t, func(t *testing.T) floodgate.Store {
+		return memory.New(memory.Options{Capacity: 64, Shards: 1, SweepInterval: time.Millisecond})
+	})
+}
+
+func TestProperties(t *testing.T) {
+	n := 300
+	if testing.Short() {
+		n = 50
+	}
+	storetest.RunProperties(t, func(t *testing.T) floodgate.Store { return memory.New(memory.Options{}) }, n)
 }
