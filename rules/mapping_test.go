@@ -60,8 +60,8 @@ func TestClientIP(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	cases := []struct {
 		name, remote, xff string
-		trusted          []netip.Prefix
-		want             string
+		trusted           []netip.Prefix
+		want              string
 	}{
 		{"no proxy trusted: XFF ignored (spoofing)", "203.0.113.9:1234", "1.2.3.4", nil, "203.0.113.9"},
 		{"untrusted peer: spoofed XFF ignored", "203.0.113.9:1234", "1.2.3.4", trusted, "203.0.113.9"},
