@@ -69,7 +69,7 @@ func TestFastPathMatchesCore(t *testing.T) {
 				if exp := li.expiry(wantNext); exp != l.ExpiresAt(wantNext) {
 					t.Fatalf("%v: expiry %d, core says %d", l, exp, l.ExpiresAt(wantNext))
 				} else if exp > 0 {
-					back := li.decode([2]int64{exp, wantNext.N})
+					back := li.decode(exp, wantNext.N)
 					if back.T != wantNext.T || back.N != wantNext.N {
 						t.Fatalf("%v: state %+v decodes back as %+v", l, wantNext, back)
 					}

@@ -130,7 +130,6 @@ func New(opts Options) *Store {
 		if i < capacity%n {
 			sh.cap++
 		}
-		sh.tw = make(map[uint64][2]int64)
 		sh.sw = make(map[uint64][3]int64)
 		sh.ev = make(map[uint64]events)
 	}

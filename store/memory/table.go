@@ -28,7 +28,7 @@ type shard struct {
 	mu        sync.Mutex
 	n         int // entries in tw, sw and ev
 	cap       int
-	tw        map[uint64][2]int64
+	tw        twTable
 	sw        map[uint64][3]int64
 	ev        map[uint64]events
 	low       int64 // lowest explicit Op.Now ever decided here; 0 when none
@@ -74,16 +74,17 @@ func (s *Store) decide(op *floodgate.Op) error {
 		switch li.limit.Algorithm {
 		case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
 			id := entryID(h, li)
-			if v, ok := sh.tw[id]; ok {
-				next := li.decideFast(li.decode(v), now, op.Cost, &op.Result)
+			if i := sh.tw.find(id); i >= 0 {
+				e := &sh.tw.slots[i]
+				next := li.decideFast(li.decode(e.exp, e.n), now, op.Cost, &op.Result)
 				if len(op.Each) == 1 {
 					op.Each[0] = op.Result
 				}
 				if op.Result.Allowed && op.Cost > 0 {
 					if exp := li.expiry(next); exp > now {
-						sh.tw[id] = [2]int64{exp, next.N}
+						e.exp, e.n = exp, next.N
 					} else {
-						delete(sh.tw, id)
+						sh.tw.removeAt(i)
 						sh.n--
 					}
 				}
@@ -185,11 +186,11 @@ func (sh *shard) load(li *limitInfo, id uint64) (floodgate.State, bool) {
 	l := li.limit
 	switch l.Algorithm {
 	case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
-		v, ok := sh.tw[id]
-		if !ok {
+		i := sh.tw.find(id)
+		if i < 0 {
 			return floodgate.State{}, false
 		}
-		return li.decode(v), true
+		return li.decode(sh.tw.slots[i].exp, sh.tw.slots[i].n), true
 	case floodgate.SlidingWindow:
 		v, ok := sh.sw[id]
 		if !ok {
@@ -219,7 +220,11 @@ func (sh *shard) store(li *limitInfo, id uint64, st floodgate.State, held bool, 
 	}
 	switch l.Algorithm {
 	case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
-		sh.tw[id] = [2]int64{exp, st.N}
+		if i := sh.tw.find(id); i >= 0 {
+			sh.tw.slots[i].exp, sh.tw.slots[i].n = exp, st.N
+		} else {
+			sh.tw.insert(id, exp, st.N)
+		}
 	case floodgate.SlidingWindow:
 		sh.sw[id] = [3]int64{exp, st.N, st.P}
 	default:
@@ -233,7 +238,9 @@ func (sh *shard) store(li *limitInfo, id uint64, st floodgate.State, held bool, 
 func (sh *shard) remove(l floodgate.Limit, id uint64) {
 	switch l.Algorithm {
 	case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
-		delete(sh.tw, id)
+		if i := sh.tw.find(id); i >= 0 {
+			sh.tw.removeAt(i)
+		}
 	case floodgate.SlidingWindow:
 		delete(sh.sw, id)
 	default:
@@ -280,12 +287,7 @@ func (sh *shard) sweep(clock func() int64) {
 }
 
 func (sh *shard) sweepAt(now int64) {
-	for id, v := range sh.tw {
-		if v[0] <= now {
-			delete(sh.tw, id)
-			sh.n--
-		}
-	}
+	sh.n -= sh.tw.sweep(now)
 	for id, v := range sh.sw {
 		if v[0] <= now {
 			delete(sh.sw, id)
@@ -401,18 +403,18 @@ func fingerprint(l *floodgate.Limit) uint64 {
 }
 
 func entryID(h uint64, li *limitInfo) uint64 {
-	return mum(li.fp^k0, h^k1)
+	return nonZero(mum(li.fp^k0, h^k1))
 }
 
 // decode returns the state a tw entry holds (FixedWindow, TokenBucket, GCRA).
-func (li *limitInfo) decode(v [2]int64) floodgate.State {
+func (li *limitInfo) decode(exp, n int64) floodgate.State {
 	switch li.limit.Algorithm {
 	case floodgate.FixedWindow:
-		return floodgate.State{T: v[0] - li.w, N: v[1]}
+		return floodgate.State{T: exp - li.w, N: n}
 	case floodgate.TokenBucket:
-		return floodgate.State{T: v[0] - ceilDiv(v[1], li.qr), N: v[1]}
+		return floodgate.State{T: exp - ceilDiv(n, li.qr), N: n}
 	}
-	return floodgate.State{T: v[0]}
+	return floodgate.State{T: exp}
 }
 
 // expiry is [floodgate.Limit.ExpiresAt] for FixedWindow, TokenBucket and
