@@ -21,7 +21,9 @@ const (
 	// state per limit shared by all such keys (the overflow state): together
 	// they get one quota, so spraying keys cannot buy more admissions. A key
 	// that later finds room starts from a copy of the overflow state while
-	// that is live, so it keeps the debt it ran up there.
+	// that is live, so it keeps the debt it ran up there. At most 4096
+	// distinct limits have an overflow state at once; a new key whose limit
+	// finds none of the 4096 expired is denied as with OverflowDeny.
 	OverflowShare Overflow = iota
 	// OverflowDeny denies every new key that finds no room, with RetryAfter
 	// equal to the limit's Window. Keys already held are decided as usual.
@@ -38,8 +40,12 @@ func (o Overflow) String() string {
 
 // Defaults of [Options].
 const (
-	DefaultCapacity        = 1 << 20
-	DefaultSweepInterval   = 10 * time.Second
+	// DefaultCapacity is the default Options.Capacity: about 40 MB of
+	// FixedWindow, TokenBucket or GCRA states when full.
+	DefaultCapacity = 1 << 20
+	// DefaultSweepInterval is the default Options.SweepInterval.
+	DefaultSweepInterval = 10 * time.Second
+	// DefaultClockResolution is the default Options.ClockResolution.
 	DefaultClockResolution = time.Millisecond
 	minShardCapacity       = 64
 	maxOverflowLimits      = 4096
@@ -54,9 +60,9 @@ type Options struct {
 	// Default [DefaultCapacity] (1<<20).
 	Capacity int
 	// Shards is the number of independently locked parts of the table,
-	// rounded up to a power of two. Each holds Capacity/Shards entries. Default:
-	// 16 × GOMAXPROCS rounded up to a power of two, at least 64, and at most
-	// Capacity/64 (so a shard holds at least 64 entries).
+	// rounded up to a power of two. Each holds Capacity/Shards entries.
+	// Default: 16 × GOMAXPROCS, at least 64 but at most Capacity/64 (so that
+	// a shard holds at least about 64 entries), rounded up to a power of two.
 	Shards int
 	// Clock returns the current time in microseconds since the Unix epoch,
 	// read under the shard's lock; it must never go backwards. Default: a
