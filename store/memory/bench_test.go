@@ -196,3 +196,26 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClock measures the ways a decision can read the time.
+func BenchmarkClock(b *testing.B) {
+	var sink int64
+	b.Run("time.Now", func(b *testing.B) {
+		for b.Loop() {
+			sink += time.Now().UnixMicro()
+		}
+	})
+	b.Run("time.Since", func(b *testing.B) {
+		base := time.Now()
+		for b.Loop() {
+			sink += int64(time.Since(base))
+		}
+	})
+	b.Run("PreciseClock", func(b *testing.B) {
+		c := memory.PreciseClock()
+		for b.Loop() {
+			sink += c()
+		}
+	})
+	_ = sink
+}

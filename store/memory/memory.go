@@ -258,12 +258,14 @@ type limitInfo struct {
 // info returns l's limitInfo, or nil when l is invalid. Validated limits are
 // cached by fingerprint; a hit compares the whole limit.
 func (s *Store) info(lp *floodgate.Limit) *limitInfo {
-	fp := fingerprint(lp)
-	slot := &s.limits[fp%uint64(len(s.limits))]
+	// A cheap slot index; the fingerprint is computed on a miss only.
+	x := (uint64(lp.Quota)*k0 ^ uint64(lp.Window)*k1 ^ uint64(lp.Burst)*k2) + uint64(lp.Algorithm)
+	slot := &s.limits[(x>>56)%uint64(len(s.limits))]
 	if p := slot.Load(); p != nil && p.limit == *lp {
 		return p
 	}
 	l := *lp
+	fp := fingerprint(lp)
 	if l.Validate() != nil {
 		return nil
 	}
