@@ -91,6 +91,16 @@ type Policy struct {
 	Result floodgate.Result
 }
 
+// String returns the policy's name: Name, or when empty the name derived
+// from the limit. It is the name the fields carry, before sf-string escaping.
+func (p Policy) String() string {
+	if p.Name != "" {
+		return p.Name
+	}
+	var buf [48]byte
+	return string(appendDerivedName(buf[:0], p.Result.Limit))
+}
+
 // Fields selects the header fields to write. The zero value writes none.
 type Fields uint8
 
