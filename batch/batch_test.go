@@ -270,7 +270,9 @@ func TestOrderAndOwnResults(t *testing.T) {
 	one := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 2, Window: time.Minute}
 	const now = 1_700_000_000_000_000
 
-	go func() { _ = s.Decide(ctx, []floodgate.Op{{Key: "x", Limits: []floodgate.Limit{one}, Cost: 1, Now: now}}) }()
+	go func() {
+		_ = s.Decide(ctx, []floodgate.Op{{Key: "x", Limits: []floodgate.Limit{one}, Cost: 1, Now: now}})
+	}()
 	<-g.arrived
 
 	type res struct {
