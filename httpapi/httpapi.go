@@ -9,6 +9,10 @@
 //     [Problem] naming the field), 413 for a body over [MaxBodyBytes], 405 for
 //     another method, 503 when the store cannot decide.
 //   - GET /healthz answers 200 "ok" while the process serves.
+//   - POST /json is Envoy's RateLimitService as protojson, when
+//     [Handler.HandleEnvoy] is called: 200 when OK, 429 when OVER_LIMIT.
+//   - GET /readyz answers 200 when the rules are loaded and the store
+//     answers, 503 otherwise, when [Handler.HandleReady] is called.
 //
 // # Durations
 //

@@ -10,18 +10,24 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
+	"github.com/floodgate/floodgate/rls"
 )
 
 func init() {
-	register("serve", "run the decision server: the HTTP JSON API on a store", runServe)
+	register("serve", "run the decision server: Envoy's gRPC rate-limit API and the HTTP JSON API", runServe)
 }
 
 // serveConfig is what the serve command's flags set.
 type serveConfig struct {
 	http            string
+	grpc            string
+	config          string
+	rlsHeaders      rls.HeaderMode
 	store           string
 	logFormat       string
 	logLevel        slog.Level
@@ -35,12 +41,19 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.http, "http", "127.0.0.1:8080", "listen `address` of the HTTP JSON API (port 0 picks a free port)")
+	fs.StringVar(&cfg.grpc, "grpc", "127.0.0.1:8081", "listen `address` of Envoy's gRPC RateLimitService (port 0 picks a free port; empty disables it)")
+	fs.StringVar(&cfg.config, "config", "", "rule `file or directory` (*.yaml), reloaded when it changes (default: "+sampleConfig+" when it exists, else no rules)")
+	fs.Func("rls-headers", "response headers the gRPC API asks Envoy to add: none, draft (RateLimit-Policy, RateLimit) or legacy (X-RateLimit-*) (default none)", func(s string) error {
+		m, err := rls.ParseHeaderMode(s)
+		cfg.rlsHeaders = m
+		return err
+	})
 	fs.StringVar(&cfg.store, "store", "memory", "store `url`: memory (in-process)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes POST /v1/check and GET /healthz until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz and GET /readyz on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, lookup); err != nil {
@@ -78,9 +91,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // serve runs the server until ctx is cancelled, then shuts down gracefully:
-// it stops accepting connections, lets in-flight requests finish within
-// cfg.shutdownTimeout, and closes the store. It logs, once listening, a line
-// "listening" with protocol=http and the actual addr.
+// it stops accepting connections, lets in-flight requests and gRPC calls
+// finish within cfg.shutdownTimeout, and closes the store. It logs, once
+// listening, a line "listening" with protocol=http (and protocol=grpc) and
+// the actual addr.
 func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	st, err := openStore(ctx, cfg.store)
 	if err != nil {
@@ -96,27 +110,63 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		return 0
 	}
 
+	ruleSet, watcher, err := loadRules(ctx, cfg.config, logger)
+	if err != nil {
+		logger.Error("cannot load rules", "config", cfg.config, "err", err)
+		closeStore()
+		return 1
+	}
+	if watcher != nil {
+		defer watcher.Close()
+	}
+	eng := engine.New(st, ruleSet, logger)
+	rlsSrv := rls.New(eng, rls.Options{Headers: cfg.rlsHeaders, Logger: logger})
+
 	ln, err := net.Listen("tcp", cfg.http)
 	if err != nil {
 		logger.Error("cannot listen", "protocol", "http", "addr", cfg.http, "err", err)
 		closeStore()
 		return 1
 	}
+	api := httpapi.New(st, logger)
+	api.HandleEnvoy(rlsSrv)
+	api.HandleReady(func() bool { return eng.Rules() != nil })
 	srv := &http.Server{
-		Handler:           httpapi.New(st, logger),
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	var grpcSrv *grpcServer
+	if cfg.grpc != "" {
+		grpcSrv, err = listenGRPC(cfg.grpc, rlsSrv)
+		if err != nil {
+			logger.Error("cannot listen", "protocol", "grpc", "addr", cfg.grpc, "err", err)
+			ln.Close()
+			closeStore()
+			return 1
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "protocol", "http", "addr", ln.Addr().String())
+	grpcErrc := make(chan error, 1)
+	if grpcSrv != nil {
+		go func() { grpcErrc <- grpcSrv.srv.Serve(grpcSrv.ln) }()
+		logger.Info("listening", "protocol", "grpc", "addr", grpcSrv.ln.Addr().String())
+	}
 
 	select {
 	case err := <-errc:
 		logger.Error("http server failed", "addr", ln.Addr().String(), "err", err)
+		grpcSrv.stop(0)
+		closeStore()
+		return 1
+	case err := <-grpcErrc:
+		logger.Error("grpc server failed", "addr", grpcSrv.ln.Addr().String(), "err", err)
+		srv.Close()
 		closeStore()
 		return 1
 	case <-ctx.Done():
@@ -125,6 +175,14 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	code := 0
+	var wg sync.WaitGroup
+	if grpcSrv != nil {
+		wg.Go(func() {
+			if !grpcSrv.stop(cfg.shutdownTimeout) {
+				logger.Error("in-flight gRPC calls did not finish in time; closing their connections", "timeout", cfg.shutdownTimeout)
+			}
+		})
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Error("in-flight requests did not finish in time; closing their connections", "timeout", cfg.shutdownTimeout, "err", err)
 		srv.Close()
@@ -134,6 +192,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		logger.Error("http server failed", "err", err)
 		code = 1
 	}
+	wg.Wait()
 	if c := closeStore(); c != 0 {
 		code = c
 	}
