@@ -1,0 +1,159 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/internal/redistest"
+	redisstore "github.com/floodgate/floodgate/store/redis"
+)
+
+// Benchmarks run against a redis-server on loopback started by the
+// benchmark (shared by the package). Every decision is one Decide call of
+// one op, so one round trip, cost 1, on 10,000 keys picked at random, with a
+// limit of 100 per second. b.SetParallelism(p) runs p × GOMAXPROCS
+// goroutines.
+//
+//	go test ./store/redis -run '^$' -bench . -benchtime 20000x
+
+const benchKeys = 10_000
+
+var benchParallelism = []int{1, 16, 64}
+
+func benchClient(b *testing.B) *goredis.Client {
+	srv := redistest.Shared(b)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr, PoolSize: 256})
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+func BenchmarkDecide(b *testing.B) {
+	for _, alg := range floodgate.Algorithms {
+		l := floodgate.Limit{Algorithm: alg, Quota: 100, Window: time.Second}
+		for _, p := range benchParallelism {
+			b.Run(fmt.Sprintf("%v/p%d", alg, p), func(b *testing.B) {
+				c := benchClient(b)
+				s, err := redisstore.New(redisstore.Options{Client: c, Prefix: fmt.Sprintf("bench%d:", rand.Uint64())})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				var allowed atomic.Int64
+				b.SetParallelism(p)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					limits := []floodgate.Limit{l}
+					ops := make([]floodgate.Op, 1)
+					for pb.Next() {
+						ops[0] = floodgate.Op{Key: "k" + strconv.Itoa(rand.IntN(benchKeys)), Limits: limits, Cost: 1}
+						if err := s.Decide(ctx, ops); err != nil {
+							b.Error(err)
+							return
+						}
+						if ops[0].Result.Allowed {
+							allowed.Add(1)
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+				b.ReportMetric(float64(allowed.Load())/float64(b.N), "allowed/op")
+			})
+		}
+	}
+}
+
+// BenchmarkRedisRate is the yardstick: go-redis/redis_rate (GCRA, one
+// EVALSHA per decision) on the same server, keys and limit.
+func BenchmarkRedisRate(b *testing.B) {
+	for _, p := range benchParallelism {
+		b.Run(fmt.Sprintf("gcra/p%d", p), func(b *testing.B) {
+			c := benchClient(b)
+			lim := redis_rate.NewLimiter(c)
+			prefix := fmt.Sprintf("rr%d:", rand.Uint64())
+			ctx := context.Background()
+			limit := redis_rate.PerSecond(100)
+			b.SetParallelism(p)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := lim.Allow(ctx, prefix+strconv.Itoa(rand.IntN(benchKeys)), limit); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
+}
+
+// BenchmarkMemoryUsage reports MEMORY USAGE (bytes, summed over the Redis
+// keys of one limit) of one key after n admitted requests, for each
+// algorithm; for the sliding window log and concurrency, n grows with the
+// quota (one event or lease per request).
+func BenchmarkMemoryUsage(b *testing.B) {
+	type sizeCase struct {
+		alg floodgate.Algorithm
+		n   int
+	}
+	var cases []sizeCase
+	for _, alg := range floodgate.Algorithms {
+		cases = append(cases, sizeCase{alg, 1})
+	}
+	for _, n := range []int{10, 100, 1000, 10000} {
+		cases = append(cases, sizeCase{floodgate.SlidingWindowLog, n}, sizeCase{floodgate.Concurrency, n})
+	}
+	for _, c := range cases {
+		b.Run(fmt.Sprintf("%v/n%d", c.alg, c.n), func(b *testing.B) {
+			rc := benchClient(b)
+			s, err := redisstore.New(redisstore.Options{Client: rc, Prefix: fmt.Sprintf("mem%d:", rand.Uint64())})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			l := floodgate.Limit{Algorithm: c.alg, Quota: int64(max(c.n, 100)), Window: time.Hour}
+			key := "user:42"
+			var bytes int64
+			for i := 0; i < b.N; i++ {
+				key = "user:" + strconv.Itoa(i)
+				base := int64(1_700_000_000_000_000)
+				for j := 0; j < c.n; j += 500 {
+					ops := make([]floodgate.Op, 0, 500)
+					for k := j; k < min(j+500, c.n); k++ {
+						ops = append(ops, floodgate.Op{Key: key, Limits: []floodgate.Limit{l}, Cost: 1, Now: base + int64(k)*1000})
+					}
+					if err := s.Decide(ctx, ops); err != nil {
+						b.Fatal(err)
+					}
+				}
+				bytes = 0
+				k := s.Key(key, l)
+				names := []string{k}
+				switch c.alg {
+				case floodgate.SlidingWindowLog:
+					names = append(names, k+":sum")
+				case floodgate.Concurrency:
+					names = append(names, k+":units")
+				}
+				for _, name := range names {
+					n, err := rc.MemoryUsage(ctx, name, 0).Result()
+					if err != nil {
+						b.Fatalf("MEMORY USAGE %s: %v", name, err)
+					}
+					bytes += n
+				}
+			}
+			b.ReportMetric(float64(bytes), "bytes/key")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
