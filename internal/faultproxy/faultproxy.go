@@ -22,6 +22,7 @@ import (
 // Proxy forwards TCP connections to a target. Create it with [Start]; the
 // zero value is not usable. Its methods are safe for concurrent use.
 type Proxy struct {
+	mu     sync.Mutex
 	target string
 	ln     net.Listener
 
@@ -29,7 +30,6 @@ type Proxy struct {
 	blackhole atomic.Bool
 	refuse    atomic.Bool
 
-	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -61,6 +61,15 @@ func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 // directions: connections stay open and accepted, nothing arrives. Off
 // forwards again (bytes dropped meanwhile are lost).
 func (p *Proxy) Blackhole(on bool) { p.blackhole.Store(on) }
+
+// SetTarget makes new connections go to target; open ones are left as
+// they are (see [Proxy.Cut]). A test "restarts" a server behind a fixed
+// address by starting a new one and pointing the proxy at it.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
 
 // Refuse, when on, closes new connections as soon as they are accepted.
 func (p *Proxy) Refuse(on bool) { p.refuse.Store(on) }
@@ -122,7 +131,10 @@ func (p *Proxy) serve(client net.Conn) {
 	if !p.track(client) {
 		return
 	}
-	upstream, err := net.DialTimeout("tcp", p.target, time.Second)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	upstream, err := net.DialTimeout("tcp", target, time.Second)
 	if err != nil {
 		client.Close()
 		return

@@ -1,0 +1,153 @@
+package breaker_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/breaker"
+	"github.com/floodgate/floodgate/store/memory"
+)
+
+// switchable decides with a memory store, or fails every op while down.
+type switchable struct {
+	floodgate.Store
+	down  atomic.Bool
+	calls atomic.Int64
+}
+
+var errDown = errors.New("connection refused")
+
+func (s *switchable) Decide(ctx context.Context, ops []floodgate.Op) error {
+	s.calls.Add(1)
+	if s.down.Load() {
+		for i := range ops {
+			ops[i].Err = errDown
+		}
+		return errDown
+	}
+	return s.Store.Decide(ctx, ops)
+}
+
+func ops() []floodgate.Op {
+	return []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 1000, Window: time.Minute}}, Cost: 1}}
+}
+
+func TestCircuit(t *testing.T) {
+	mem := memory.New(memory.Options{})
+	inner := &switchable{Store: mem}
+	var changes []string
+	b := breaker.New(inner, breaker.Options{Failures: 3, Cooldown: 50 * time.Millisecond,
+		OnStateChange: func(from, to breaker.State) { changes = append(changes, from.String()+">"+to.String()) }})
+	defer b.Close()
+	ctx := context.Background()
+
+	if err := b.Decide(ctx, ops()); err != nil || b.State() != breaker.Closed {
+		t.Fatalf("healthy store: err %v, state %v", err, b.State())
+	}
+	inner.down.Store(true)
+	for i := 0; i < 3; i++ {
+		if err := b.Decide(ctx, ops()); !errors.Is(err, errDown) {
+			t.Fatalf("call %d on a down store: err %v, want %v", i, err, errDown)
+		}
+	}
+	if b.State() != breaker.Open || b.Ready() {
+		t.Fatalf("after 3 failures: state %v, want open", b.State())
+	}
+	before := inner.calls.Load()
+	o := ops()
+	if err := b.Decide(ctx, o); !errors.Is(err, breaker.ErrOpen) || !errors.Is(o[0].Err, breaker.ErrOpen) {
+		t.Fatalf("open circuit: err %v, op err %v, want ErrOpen", err, o[0].Err)
+	}
+	if inner.calls.Load() != before {
+		t.Fatal("open circuit called the store")
+	}
+
+	// After the cooldown one probe passes; it fails, so the circuit reopens.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Decide(ctx, ops()) == breaker.ErrOpen && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b.State() != breaker.Open || inner.calls.Load() != before+1 {
+		t.Fatalf("failed probe: state %v, store calls %d, want open and 1", b.State(), inner.calls.Load()-before)
+	}
+
+	// The store is back: the next probe closes the circuit.
+	inner.down.Store(false)
+	for b.Decide(ctx, ops()) != nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b.State() != breaker.Closed {
+		t.Fatalf("after a good probe: state %v, want closed", b.State())
+	}
+	want := []string{"closed>open", "open>half_open", "half_open>open", "open>half_open", "half_open>closed"}
+	if len(changes) != len(want) {
+		t.Fatalf("state changes %v, want %v", changes, want)
+	}
+	for i := range want {
+		if changes[i] != want[i] {
+			t.Fatalf("state changes %v, want %v", changes, want)
+		}
+	}
+	st := b.Stats()
+	if st.Opened != 2 || st.HalfOpened != 2 || st.Closed != 1 || st.Failures != 4 || st.Rejected == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestSuccessResetsRun(t *testing.T) {
+	inner := &switchable{Store: memory.New(memory.Options{})}
+	b := breaker.New(inner, breaker.Options{Failures: 2})
+	defer b.Close()
+	ctx := context.Background()
+	for i := 0; i < 10; i++ {
+		inner.down.Store(i%2 == 0)
+		_ = b.Decide(ctx, ops())
+	}
+	if b.State() != breaker.Closed {
+		t.Fatalf("alternating failures: state %v, want closed", b.State())
+	}
+}
+
+func TestInvalidAndCancelledAreNotFailures(t *testing.T) {
+	inner := &switchable{Store: memory.New(memory.Options{})}
+	b := breaker.New(inner, breaker.Options{Failures: 1})
+	defer b.Close()
+	bad := []floodgate.Op{{Key: "", Limits: ops()[0].Limits, Cost: 1}}
+	if err := b.Decide(context.Background(), bad); !errors.Is(err, floodgate.ErrInvalid) {
+		t.Fatalf("invalid op: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	inner.down.Store(true)
+	_ = b.Decide(ctx, ops())
+	if b.State() != breaker.Closed {
+		t.Fatalf("state %v after an invalid op and a cancelled call, want closed", b.State())
+	}
+}
+
+// slow blocks until its context ends.
+type slow struct{ floodgate.Store }
+
+func (slow) Decide(ctx context.Context, ops []floodgate.Op) error {
+	<-ctx.Done()
+	for i := range ops {
+		ops[i].Err = ctx.Err()
+	}
+	return ctx.Err()
+}
+
+func TestDeadline(t *testing.T) {
+	b := breaker.New(slow{}, breaker.Options{Timeout: 20 * time.Millisecond})
+	start := time.Now()
+	err := b.Decide(context.Background(), ops())
+	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d > time.Second {
+		t.Fatalf("slow store: err %v after %v, want a deadline error after about 20ms", err, d)
+	}
+	if b.Stats().Timeouts != 1 {
+		t.Errorf("timeouts %d, want 1", b.Stats().Timeouts)
+	}
+}
