@@ -6,7 +6,9 @@
 // # What passes through
 //
 //   - Request and response bodies are streamed in both directions, at the
-//     same time (full duplex, also on HTTP/1.1); every write of the
+//     same time for a chunked request body (full duplex, also on HTTP/1.1;
+//     a body of known length is read to its end before the answer starts,
+//     net/http's default); every write of the
 //     upstream's response is flushed to the client at once, so chunked
 //     responses and server-sent events arrive as they are produced.
 //   - Protocol upgrades (WebSocket): the Upgrade request is forwarded and,
@@ -114,12 +116,15 @@ func New(upstream string, opts Options) (*Gateway, error) {
 // Upstream returns the upstream URL.
 func (g *Gateway) Upstream() *url.URL { u := *g.upstream; return &u }
 
-// ServeHTTP rate-limits r and forwards it when admitted. On HTTP/1 it
-// enables full duplex first, so that the upstream's response streams back
-// while the request body is still arriving.
+// ServeHTTP rate-limits r and forwards it when admitted. For an HTTP/1
+// request with a chunked body it enables full duplex first, so that the
+// upstream's response streams back while the request body is still arriving.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 {
-		// Fails only when w does not support it (HTTP/2 is full duplex anyway).
+	if r.ProtoMajor == 1 && r.ContentLength < 0 {
+		// A request body of unknown length (chunked) is a stream: let the
+		// answer flow back while it is still arriving. Bodies of known length
+		// keep net/http's default of consuming the body first. Fails only
+		// when w does not support it (HTTP/2 is full duplex anyway).
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 	g.handler.ServeHTTP(w, r)

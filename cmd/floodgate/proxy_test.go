@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/floodgate/floodgate/internal/proctest"
+)
+
+// proxyRules limits /api/ per client address, 3 per 366-day window (a window
+// boundary falls inside the test about once in 30 million runs).
+const proxyRules = `
+domain: gw
+requests:
+  descriptors:
+    - path_prefix: /api/
+      entries:
+        - {key: remote_address, from: client_ip}
+descriptors:
+  - key: remote_address
+    rate_limit: {window: 8784h, requests_per_unit: 3}
+`
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseProxy(t *testing.T) {
+	env := map[string]string{
+		"FLOODGATE_UPSTREAM": "http://127.0.0.1:9",
+		"FLOODGATE_CONFIG":   "rules.yaml",
+		"FLOODGATE_LISTEN":   "127.0.0.1:0",
+		"FLOODGATE_DOMAIN":   "gw",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	var stderr bytes.Buffer
+	cfg, err := parseProxy([]string{"--domain", "other", "--legacy-headers"}, &stderr, lookup)
+	if err != nil {
+		t.Fatalf("parseProxy: %v\n%s", err, stderr.String())
+	}
+	if cfg.upstream != "http://127.0.0.1:9" || cfg.config != "rules.yaml" || cfg.listen != "127.0.0.1:0" || cfg.domain != "other" ||
+		!cfg.legacyHeaders || cfg.store != "memory" {
+		t.Errorf("parseProxy = %+v: want the environment, with the --domain flag winning", cfg)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", "x"}, "--upstream is required"},
+		{[]string{"--upstream", "http://x"}, "--config is required"},
+		{[]string{"--upstream", "http://x", "--config", "x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
+		{[]string{"--upstream", "http://x", "--config", "x", "--log-format", "xml"}, `--log-format "xml"`},
+		{[]string{"--upstream", "http://x", "--config", "x", "extra"}, "unexpected arguments"},
+	} {
+		stderr.Reset()
+		_, err := parseProxy(tc.args, &stderr, func(string) (string, bool) { return "", false })
+		if err == nil || !strings.Contains(stderr.String(), tc.want) || flagsExit(err) != 2 {
+			t.Errorf("parseProxy(%q): %v, stderr %q; want usage error %q", tc.args, err, stderr.String(), tc.want)
+		}
+	}
+}
+
+func TestProxyDomainErrors(t *testing.T) {
+	noMapping := writeFile(t, "plain.yaml", "domain: plain\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
+	good := writeFile(t, "gw.yaml", proxyRules)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", noMapping}, `has no requests block`},
+		{[]string{"--config", good, "--domain", "nope"}, `no such domain in the rules (have gw)`},
+		{[]string{"--config", good, "--upstream", "ftp://x"}, "want an absolute http:// or https:// URL"},
+		{[]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, "cannot load rules"},
+		{[]string{"--config", good, "--store", "nosuch://x"}, "unknown scheme"},
+	} {
+		args := append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9"}, tc.args...)
+		_, stderr, code := proctest.Run(t, nil, args...)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("floodgate %s: exit %d, stderr:\n%s\nwant exit 1 and %q", strings.Join(args, " "), code, stderr, tc.want)
+		}
+	}
+}
+
+// The real binary in front of a real upstream: limits enforced with the
+// fields, the upstream's answers passed through, 502 when it is gone.
+func TestProxyProcess(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			io.WriteString(w, "ok\n")
+			return
+		}
+		hits.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Upstream", "yes")
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+	}))
+	defer up.Close()
+	cfgFile := writeFile(t, "gw.yaml", proxyRules)
+	p := proctest.Start(t, proctest.Options{
+		Args: []string{"proxy", "--config", cfgFile, "--log-format", "json"},
+		Env:  []string{"FLOODGATE_UPSTREAM=" + up.URL, "FLOODGATE_LISTEN=127.0.0.1:0"},
+	})
+
+	for i := 1; i <= 4; i++ {
+		resp, err := client.Post(p.URL("/api/echo"), "text/plain", strings.NewReader(fmt.Sprintf("body %d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("RateLimit-Policy"); got != `"gw.remote_address";q=3;w=31622400` {
+			t.Errorf("request %d: RateLimit-Policy %q", i, got)
+		}
+		if i <= 3 {
+			if resp.StatusCode != 200 || string(body) != fmt.Sprintf("POST /api/echo body %d", i) || resp.Header.Get("X-Upstream") != "yes" {
+				t.Errorf("request %d: %s %q, want the upstream's answer", i, resp.Status, body)
+			}
+			if got, want := resp.Header.Get("RateLimit"), fmt.Sprintf(`"gw.remote_address";r=%d;t=`, 3-i); !strings.HasPrefix(got, want) {
+				t.Errorf("request %d: RateLimit %q, want %s...", i, got, want)
+			}
+			continue
+		}
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(string(body), `"type":"https://iana.org/assignments/http-problem-types#quota-exceeded"`) {
+			t.Errorf("request 4: %s Retry-After %q %s, want 429 quota-exceeded", resp.Status, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	if hits.Load() != 3 {
+		t.Errorf("upstream got %d /api requests, want 3", hits.Load())
+	}
+	if !strings.Contains(p.Stderr(), `"msg":"listening"`) || !strings.Contains(p.Stderr(), `"upstream":"`+up.URL+`"`) {
+		t.Errorf("no listening line naming the upstream in:\n%s", p.Stderr())
+	}
+
+	// Upstream gone: 502 with a problem body. A fresh path outside /api/ is
+	// not limited.
+	up.Close()
+	resp, err := client.Get(p.URL("/other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(body), `"title":"Bad Gateway"`) {
+		t.Errorf("upstream down: %s %q %s, want 502 problem+json", resp.Status, resp.Header.Get("Content-Type"), body)
+	}
+	code, err := p.Stop()
+	if err != nil || code != 0 {
+		t.Errorf("stop: exit %d, %v; want 0", code, err)
+	}
+	for _, want := range []string{`"msg":"upstream error"`, `"msg":"stopped"`} {
+		if !strings.Contains(p.Stderr(), want) {
+			t.Errorf("no %s line:\n%s", want, p.Stderr())
+		}
+	}
+	if strings.Contains(p.Stderr(), "panic") {
+		t.Errorf("a panic in the logs:\n%s", p.Stderr())
+	}
+}
+
+// The --listen address in use is a clear error.
+func TestProxyListenInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, stderr, code := proctest.Run(t, nil, "proxy", "--listen", ln.Addr().String(), "--upstream", "http://127.0.0.1:9", "--config", writeFile(t, "gw.yaml", proxyRules))
+	if code != 1 || !strings.Contains(stderr, "cannot listen") {
+		t.Errorf("listen in use: exit %d, stderr:\n%s", code, stderr)
+	}
+}
