@@ -264,8 +264,18 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	return nil
 }
 
-// run sends calls in one pipeline, by EVALSHA or EVAL.
+// run sends calls in one pipeline, by EVALSHA or EVAL; a lone call goes
+// without the pipeline's bookkeeping.
 func (s *Store) run(ctx context.Context, calls []call, sha bool) {
+	if len(calls) == 1 {
+		c := &calls[0]
+		if sha {
+			c.cmd = s.client.EvalSha(ctx, scriptSHA, c.keys, c.args...)
+		} else {
+			c.cmd = s.client.Eval(ctx, decideScript, c.keys, c.args...)
+		}
+		return
+	}
 	pipe := s.client.Pipeline()
 	for i := range calls {
 		c := &calls[i]
