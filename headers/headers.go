@@ -1,6 +1,7 @@
 // Package headers formats floodgate's rate-limit response header fields from
-// [floodgate.Result] values. It is the one place that does: the net/http
-// middleware, the gateway and the gRPC front all use it.
+// [floodgate.Result] values, in one place for every front: the net/http
+// middleware and the gateway use [Set], a gRPC front [Append]; [Policies]
+// turns an engine decision into named policies.
 //
 // # Fields
 //

@@ -86,40 +86,18 @@ func (m *ruled) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	deny := cost > 0 && code == engine.OverLimit
 	var stack [8]headers.Policy
-	policies := stack[:0]
+	policies := headers.Policies(stack[:0], sts)
 	var violated []string
-	for i := range sts {
-		st := &sts[i]
-		rule := st.Match.Rule
-		if rule == nil || rule.ShadowMode {
-			continue
-		}
-		base := rule.Name
-		if base == "" {
-			base = rule.ID
-		}
-		if st.Match.Deny {
-			violated = append(violated, base)
-			continue
-		}
-		if !st.Decided {
-			continue
-		}
-		for k := range st.Match.Limits {
-			p := headers.Policy{Name: base}
-			if k < len(st.Each) {
-				p.Result = st.Each[k]
-			} else {
-				p.Result = st.Result
+	if deny {
+		for i := range sts {
+			if st := &sts[i]; st.Code == engine.OverLimit && st.Match.Deny {
+				violated = append(violated, headers.RuleName(st))
 			}
-			p.Result.Limit = st.Match.Limits[k]
-			if len(st.Match.Limits) > 1 {
-				p.Name = base + "/" + headers.Policy{Result: p.Result}.String()
-			}
-			if deny && !p.Result.Allowed {
+		}
+		for _, p := range policies {
+			if !p.Result.Allowed {
 				violated = append(violated, p.Name)
 			}
-			policies = append(policies, p)
 		}
 	}
 	headers.Set(w.Header(), m.fields(deny), policies...)
