@@ -21,13 +21,27 @@
 //   - shadow_mode: decided and counted as above, but always reported OK, with
 //     [Status.ShadowDenied] set when the store denied.
 //
-// # Errors
+// # When the store cannot decide
 //
-// A store that cannot decide makes Decide return an error wrapping
-// [ErrStore]; no status is then reliable. What a front answers then (fail
-// open, fail closed, a local limiter) is a failure policy chosen per rule
-// ([rules.Rule.OnStoreError]); the policies are applied by callers of
-// Decide, at the one place Decide reports the store's error.
+// A descriptor the store could not decide (its op has an error, or the whole
+// store call failed) is decided by its rule's failure policy
+// ([rules.Rule.OnStoreError]), or when the rule names none by
+// [Options.OnStoreError]:
+//
+//   - fail_open: admitted (Remaining 0: unknown), and counted in [Stats].
+//   - fail_closed: denied with RetryAfter [Options.FailClosedRetryAfter]
+//     (default 1s).
+//   - local: decided by an in-process memory store with each limit's quota
+//     (and burst) scaled to this instance's share, ceil(quota / live
+//     instances), the count coming from [Options.Instances] (package
+//     membership). The local state starts empty at the first failure and
+//     lives as long as the engine.
+//
+// The status then carries the policy in [Status.Policy] and the store's
+// error in [Status.StoreErr]. With no policy at all (the rule names none and
+// Options.OnStoreError is FailureDefault, as with [New]) Decide returns an
+// error wrapping [ErrStore]; so it does for invalid input
+// ([floodgate.ErrInvalid]) and when ctx itself has ended.
 package engine
 
 import (
@@ -35,10 +49,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/rules"
+	"github.com/floodgate/floodgate/store/memory"
 )
 
 // Code is a descriptor's or a request's outcome. Its values are those of
@@ -97,6 +114,11 @@ type Status struct {
 	// ShadowDenied is set for a shadow_mode rule whose limits denied: the
 	// descriptor is counted and reported OK, but would have been over limit.
 	ShadowDenied bool
+	// Policy is the failure policy that decided the descriptor because the
+	// store could not; FailureDefault when the store decided it.
+	Policy rules.FailurePolicy
+	// StoreErr is the store's error when Policy is set.
+	StoreErr error
 }
 
 // Engine decides requests against a store and the rules in force. Create it
@@ -105,18 +127,101 @@ type Engine struct {
 	store  floodgate.Store
 	rules  func() *rules.Set
 	logger *slog.Logger
+	opts   Options
+
+	localOnce sync.Once
+	local     floodgate.Store
+	ownLocal  bool
+
+	storeErrors, failOpen, failClosed, localAllowed, localDenied, unhandled atomic.Uint64
+	lastWarn                                                                atomic.Int64
+}
+
+// DefaultFailClosedRetryAfter is the RetryAfter of a fail_closed denial: long
+// enough not to invite a retry storm, short enough that clients come back
+// soon after the store does (the circuit breaker probes every 500ms).
+const DefaultFailClosedRetryAfter = time.Second
+
+// Options configure an engine built by [NewWithOptions]. The zero value is
+// what [New] uses.
+type Options struct {
+	// Logger receives debug records of decisions and, at most once a second,
+	// a warning while failure policies decide. Default: discarded.
+	Logger *slog.Logger
+	// OnStoreError is the failure policy of rules that name none. Default
+	// FailureDefault: Decide returns the store's error for them.
+	OnStoreError rules.FailurePolicy
+	// FailClosedRetryAfter is the RetryAfter (and ResetAfter) of fail_closed
+	// denials. Default [DefaultFailClosedRetryAfter] (1s).
+	FailClosedRetryAfter time.Duration
+	// Instances returns the number of live instances sharing the quotas,
+	// for the local policy (a [membership.Membership]'s Live method). Nil,
+	// or a value below 1, means 1: the whole quota.
+	Instances func() int
+	// Local is the store of the local policy. Default: a memory store with
+	// default options, created at the first local decision and closed by
+	// [Engine.Close].
+	Local floodgate.Store
+}
+
+// Stats count, since the engine was created, the descriptors the store
+// could not decide and what became of them.
+type Stats struct {
+	// StoreErrors counts descriptors the store could not decide.
+	StoreErrors uint64
+	// FailOpen counts descriptors admitted by fail_open.
+	FailOpen uint64
+	// FailClosed counts descriptors denied by fail_closed.
+	FailClosed uint64
+	// LocalAllowed and LocalDenied count the local policy's decisions.
+	LocalAllowed, LocalDenied uint64
+	// Unhandled counts descriptors whose error Decide returned (no policy,
+	// or ctx ended).
+	Unhandled uint64
 }
 
 // New returns an engine deciding with store under the rules that rules
 // returns at each request (a [rules.Watcher]'s Current method, or [Static]).
 // A nil rules function, or one returning nil, means no rules: every
 // descriptor is OK. logger receives debug records of decisions; nil
-// discards them. The engine does not close the store.
+// discards them. The engine does not close the store. Failure policies
+// apply only to rules that name one; see [NewWithOptions].
 func New(store floodgate.Store, rules func() *rules.Set, logger *slog.Logger) *Engine {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	return NewWithOptions(store, rules, Options{Logger: logger})
+}
+
+// NewWithOptions is [New] with [Options]: a default failure policy, the
+// live-instance count of the local policy.
+func NewWithOptions(store floodgate.Store, rules func() *rules.Set, opts Options) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{store: store, rules: rules, logger: logger}
+	if opts.FailClosedRetryAfter <= 0 {
+		opts.FailClosedRetryAfter = DefaultFailClosedRetryAfter
+	}
+	return &Engine{store: store, rules: rules, logger: opts.Logger, opts: opts, local: opts.Local}
+}
+
+// Stats returns the failure-policy counters.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		StoreErrors:  e.storeErrors.Load(),
+		FailOpen:     e.failOpen.Load(),
+		FailClosed:   e.failClosed.Load(),
+		LocalAllowed: e.localAllowed.Load(),
+		LocalDenied:  e.localDenied.Load(),
+		Unhandled:    e.unhandled.Load(),
+	}
+}
+
+// Close closes the local policy's store if the engine created it. It does
+// not close the engine's store.
+func (e *Engine) Close() error {
+	e.localOnce.Do(func() {}) // no local store is created after Close
+	if e.ownLocal {
+		return e.local.Close()
+	}
+	return nil
 }
 
 // Static returns a rules function that always returns set, for [New].
@@ -203,13 +308,8 @@ func (e *Engine) decide(ctx context.Context, now int64, domain string, descripto
 			idx = append(idx, i)
 		}
 		if err := e.store.Decide(ctx, ops); err != nil {
-			// Failure policies (rules.Rule.OnStoreError) are applied by the
-			// caller on this error; nothing below is reliable.
-			return nil, Unknown, fmt.Errorf("%w: domain %q, %d descriptor(s): %w", ErrStore, domain, len(ops), err)
-		}
-		for j := range ops {
-			if ops[j].Err != nil {
-				return nil, Unknown, fmt.Errorf("%w: domain %q, key %q: %w", ErrStore, domain, ops[j].Key, ops[j].Err)
+			if err := e.fallback(ctx, domain, ops, idx, sts, err); err != nil {
+				return nil, Unknown, err
 			}
 		}
 	}
@@ -251,4 +351,131 @@ func (e *Engine) decide(ctx context.Context, now int64, domain string, descripto
 		}
 	}
 	return sts, overall, nil
+}
+
+// fallback decides by failure policy the ops the store could not decide
+// (batchErr is the store's error), setting their Result and Each and the
+// statuses' Policy and StoreErr. It returns an error wrapping [ErrStore]
+// when an op has no policy, its error is invalid input, or ctx has ended.
+func (e *Engine) fallback(ctx context.Context, domain string, ops []floodgate.Op, idx []int, sts []Status, batchErr error) error {
+	var local []int // indexes into ops decided by the local policy
+	for j := range ops {
+		op := &ops[j]
+		if op.Err == nil && op.Result.Limit != (floodgate.Limit{}) {
+			continue // decided by the store
+		}
+		serr := op.Err
+		if serr == nil {
+			serr = batchErr
+		}
+		e.storeErrors.Add(1)
+		st := &sts[idx[j]]
+		pol := st.Match.Rule.OnStoreError
+		if pol == rules.FailureDefault {
+			pol = e.opts.OnStoreError
+		}
+		if pol == rules.FailureDefault || errors.Is(serr, floodgate.ErrInvalid) || ctx.Err() != nil {
+			e.unhandled.Add(1)
+			return fmt.Errorf("%w: domain %q, key %q: %w", ErrStore, domain, op.Key, serr)
+		}
+		st.Policy, st.StoreErr = pol, serr
+		op.Err = nil
+		switch pol {
+		case rules.FailOpen:
+			e.failOpen.Add(1)
+			e.fixed(op, floodgate.Result{Allowed: true})
+		case rules.FailClosed:
+			e.failClosed.Add(1)
+			d := e.opts.FailClosedRetryAfter
+			e.fixed(op, floodgate.Result{RetryAfter: d, ResetAfter: d})
+		default:
+			local = append(local, j)
+		}
+	}
+	if now := time.Now().Unix(); e.lastWarn.Load() != now && e.lastWarn.Swap(now) != now {
+		e.logger.Warn("store cannot decide: failure policies apply", "domain", domain, "err", batchErr, "stats", e.Stats())
+	}
+	if len(local) == 0 {
+		return nil
+	}
+	return e.decideLocal(ctx, domain, ops, local)
+}
+
+// fixed sets op's result (and each limit's) to r with each limit in turn.
+func (e *Engine) fixed(op *floodgate.Op, r floodgate.Result) {
+	r.Limit = op.Limits[0]
+	op.Result = r
+	for k := range op.Each {
+		op.Each[k] = r
+		op.Each[k].Limit = op.Limits[k]
+	}
+}
+
+// decideLocal decides ops[j] for j in local in the local store, with each
+// limit scaled to this instance's share.
+func (e *Engine) decideLocal(ctx context.Context, domain string, ops []floodgate.Op, local []int) error {
+	e.localOnce.Do(func() {
+		if e.local == nil {
+			e.local = memory.New(memory.Options{})
+			e.ownLocal = true
+		}
+	})
+	if e.local == nil {
+		return fmt.Errorf("%w: domain %q: engine closed, no local store", ErrStore, domain)
+	}
+	n := 1
+	if e.opts.Instances != nil {
+		n = max(e.opts.Instances(), 1)
+	}
+	lops := make([]floodgate.Op, len(local))
+	for i, j := range local {
+		op := &ops[j]
+		limits := make([]floodgate.Limit, len(op.Limits))
+		for k, l := range op.Limits {
+			limits[k] = Share(l, n)
+		}
+		lops[i] = floodgate.Op{Key: op.Key, Limits: limits, Cost: op.Cost, Lease: op.Lease, Now: op.Now, Each: make([]floodgate.Result, len(limits))}
+	}
+	if err := e.local.Decide(ctx, lops); err != nil {
+		e.unhandled.Add(uint64(len(local)))
+		return fmt.Errorf("%w: domain %q: local policy: %w", ErrStore, domain, err)
+	}
+	for i, j := range local {
+		op, lop := &ops[j], &lops[i]
+		op.Result = lop.Result
+		for k := range lop.Limits {
+			if lop.Limits[k] == op.Result.Limit {
+				op.Result.Limit = op.Limits[k]
+				break
+			}
+		}
+		for k := range op.Each {
+			op.Each[k] = lop.Each[k]
+			op.Each[k].Limit = op.Limits[k]
+		}
+		if op.Result.Allowed {
+			e.localAllowed.Add(1)
+		} else {
+			e.localDenied.Add(1)
+		}
+	}
+	return nil
+}
+
+// Share returns l with its quota (and burst) divided among n instances,
+// rounded up: ceil(quota / n), at least 1. l is returned unchanged when n
+// is below 2 or the scaled limit would not be valid.
+func Share(l floodgate.Limit, n int) floodgate.Limit {
+	if n < 2 {
+		return l
+	}
+	s := l
+	s.Quota = (l.Quota + int64(n) - 1) / int64(n)
+	if l.Burst > 0 {
+		s.Burst = (l.Burst + int64(n) - 1) / int64(n)
+	}
+	if s.Validate() != nil {
+		return l
+	}
+	return s
 }
