@@ -79,7 +79,10 @@ type Options struct {
 
 // The store never lets go-redis retry a command (MaxRetries -1): a script
 // whose reply was lost may have run, and running it again would charge the
-// request twice. Cluster redirections (MOVED, ASK) are still followed.
+// request twice. Cluster redirections (MOVED, ASK) are still followed. A
+// failed dial is not retried either (DialerRetries 1), and every socket
+// wait is bounded by the context's deadline as well (ContextTimeoutEnabled),
+// so a caller's deadline bounds a decision whatever state Redis is in.
 
 // Store is the Redis store: every decision is one atomic Lua script run by
 // the Redis server that holds the key, with that server's clock. It works on
@@ -144,6 +147,7 @@ func New(opts Options) (*Store, error) {
 			WriteTimeout:          opts.WriteTimeout,
 			PoolSize:              opts.PoolSize,
 			MaxRetries:            -1,
+			DialerRetries:         1,
 			ContextTimeoutEnabled: true,
 		})
 	case opts.Cluster:
@@ -160,6 +164,7 @@ func New(opts Options) (*Store, error) {
 			WriteTimeout:          opts.WriteTimeout,
 			PoolSize:              opts.PoolSize,
 			MaxRetries:            -1,
+			DialerRetries:         1,
 			ContextTimeoutEnabled: true,
 		})
 	default:
@@ -177,6 +182,7 @@ func New(opts Options) (*Store, error) {
 			WriteTimeout:          opts.WriteTimeout,
 			PoolSize:              opts.PoolSize,
 			MaxRetries:            -1,
+			DialerRetries:         1,
 			ContextTimeoutEnabled: true,
 		})
 	}
