@@ -31,6 +31,7 @@ type benchConfig struct {
 	batch       bool
 	batchWindow time.Duration
 	batchMax    int
+	batchFlight int
 	cache       bool
 	limit       string
 	domain      string
@@ -52,6 +53,7 @@ func parseBench(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.BoolVar(&cfg.batch, "batch", false, "library target: coalesce concurrent decisions into batched store calls")
 	fs.DurationVar(&cfg.batchWindow, "batch-window", 0, "with --batch: how long a batch waits for company (0: never wait)")
 	fs.IntVar(&cfg.batchMax, "batch-max", batch.DefaultMaxBatch, "with --batch: the most ops per store call")
+	fs.IntVar(&cfg.batchFlight, "batch-inflight", batch.DefaultMaxInFlight, "with --batch: the most store calls in flight at once")
 	fs.BoolVar(&cfg.cache, "cache", false, "library target: answer keys known to be over their limit without a store call")
 	fs.StringVar(&cfg.limit, "limit", "token_bucket/1000/1s", "`algorithm/quota/window[/burst]` of the http, library and redis_rate targets (redis_rate ignores the algorithm: it is GCRA)")
 	fs.StringVar(&cfg.domain, "domain", "bench", "grpc: the rate-limit domain")
@@ -233,7 +235,7 @@ func openTarget(ctx context.Context, cfg *benchConfig) (bench.Target, string, er
 	var s floodgate.Store = counting
 	desc := fmt.Sprintf("library on %s", cfg.store)
 	if cfg.batch {
-		s = batch.New(s, batch.Options{Window: cfg.batchWindow, MaxBatch: cfg.batchMax})
+		s = batch.New(s, batch.Options{Window: cfg.batchWindow, MaxBatch: cfg.batchMax, MaxInFlight: cfg.batchFlight})
 		desc += ", batched"
 	}
 	if cfg.cache {
