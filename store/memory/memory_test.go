@@ -151,8 +151,8 @@ func TestExactUnderConcurrency(t *testing.T) {
 func TestCapacityUnderSpraying(t *testing.T) {
 	const capacity = 100_000
 	keys := 2_000_000
-	if testing.Short() {
-		keys = 300_000
+	if testing.Short() || raceEnabled {
+		keys = 500_000
 	}
 	s := newStore(t, memory.Options{Capacity: capacity})
 	limits := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 3, Window: time.Hour}}
