@@ -401,3 +401,58 @@ func TestProperties(t *testing.T) {
 	}
 	storetest.RunProperties(t, func(t *testing.T) floodgate.Store { return memory.New(memory.Options{}) }, n)
 }
+
+// TestOverflowDebtFollowsKey: a key that spent the shared overflow quota
+// keeps that debt when it later finds room in the table.
+func TestOverflowDebtFollowsKey(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0)
+	s := newStore(t, memory.Options{Capacity: 1, Shards: 1, Clock: clock.Load})
+	short := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 1, Window: 10 * time.Second}}
+	perMin := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 2, Window: time.Minute}}
+	if !decide(t, s, floodgate.Op{Key: "holder", Limits: short, Cost: 1}).Allowed {
+		t.Fatal("holder denied")
+	}
+	for i := range 2 {
+		if !decide(t, s, floodgate.Op{Key: "a", Limits: perMin, Cost: 1}).Allowed {
+			t.Fatalf("overflow request %d denied", i)
+		}
+	}
+	clock.Store(t0 + 11e6) // the holder's entry has expired: room for "a"
+	r := decide(t, s, floodgate.Op{Key: "a", Limits: perMin, Cost: 1})
+	if r.Allowed {
+		t.Fatalf("key admitted a third time in one window after moving out of overflow: %+v", r)
+	}
+	if r.RetryAfter != 49*time.Second {
+		t.Fatalf("RetryAfter %v, want 49s (the end of the minute)", r.RetryAfter)
+	}
+}
+
+// TestMultiLimitWithOverflow: an op whose key holds one limit and finds no
+// room for the other decides both atomically, the second on the shared
+// overflow state.
+func TestMultiLimitWithOverflow(t *testing.T) {
+	s := newStore(t, memory.Options{Capacity: 1, Shards: 1})
+	a := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Minute}
+	b := floodgate.Limit{Algorithm: floodgate.TokenBucket, Quota: 2, Window: time.Hour}
+	if !decide(t, s, floodgate.Op{Key: "k", Limits: []floodgate.Limit{a}, Cost: 1, Now: t0}).Allowed {
+		t.Fatal("first request denied")
+	}
+	// b for k lives in the overflow state, shared with z.
+	if !decide(t, s, floodgate.Op{Key: "k", Limits: []floodgate.Limit{a, b}, Cost: 1, Now: t0 + 1}).Allowed {
+		t.Fatal("two-limit request denied")
+	}
+	if !decide(t, s, floodgate.Op{Key: "z", Limits: []floodgate.Limit{b}, Cost: 1, Now: t0 + 2}).Allowed {
+		t.Fatal("z denied with one overflow token left")
+	}
+	if decide(t, s, floodgate.Op{Key: "k", Limits: []floodgate.Limit{a, b}, Cost: 1, Now: t0 + 3}).Allowed {
+		t.Fatal("k admitted with the shared bucket empty")
+	}
+	// The denial consumed nothing from a: 2 of 5 used.
+	if r := decide(t, s, floodgate.Op{Key: "k", Limits: []floodgate.Limit{a}, Cost: 0, Now: t0 + 4}); r.Remaining != 3 {
+		t.Fatalf("a remaining %d, want 3", r.Remaining)
+	}
+	if s.Len() != 1 {
+		t.Fatalf("Len %d, want 1", s.Len())
+	}
+}
