@@ -26,10 +26,13 @@
 //
 // # Errors in the count
 //
-// A count is at most TTL old: an instance that died is counted for up to TTL
-// (the others take a smaller share: under-admission), and one that started
-// is missed until the next heartbeat of the others (over-admission of one
-// share at most per instance started). See docs/failure-modes.md.
+// The count rises at once but falls only after the lower count has stood
+// for a TTL, and a count held through an outage counts as confirmed: right
+// after an outage every entry may have expired, and the first heartbeats
+// would otherwise see 1. So an instance that died or left is counted for up
+// to 2 × TTL (the others take a smaller share: under-admission), and one that
+// started is missed until the others' next heartbeat (over-admission of one
+// share at most per instance started meanwhile). See docs/failure-modes.md.
 package membership
 
 import (
@@ -88,6 +91,7 @@ type Membership struct {
 	opts Options
 
 	live    atomic.Int64
+	heldAt  atomic.Int64 // unix nanoseconds the count in force was last confirmed
 	known   atomic.Bool
 	failing atomic.Bool
 	beats   atomic.Uint64
@@ -168,6 +172,8 @@ func (m *Membership) beat() {
 	n, err := m.hb.Heartbeat(ctx, m.opts.ID, m.opts.TTL)
 	cancel()
 	if err != nil {
+		// The count held during an outage stays the count in force.
+		m.heldAt.Store(time.Now().UnixNano())
 		m.fails.Add(1)
 		if !m.failing.Swap(true) {
 			m.opts.Logger.Warn("membership heartbeat failing: keeping the last count", "id", m.opts.ID, "live", m.Live(), "err", err)
@@ -181,7 +187,17 @@ func (m *Membership) beat() {
 	if n < 1 {
 		n = 1
 	}
-	if old := m.live.Swap(int64(n)); old != int64(n) || !m.known.Load() {
+	now := time.Now().UnixNano()
+	old := m.live.Load()
+	if int64(n) < old && m.known.Load() && now-m.heldAt.Load() < int64(m.opts.TTL) {
+		// A lower count is believed only after it has stood for a TTL: right
+		// after an outage the others' entries have expired and they have
+		// not announced themselves again yet.
+		return
+	}
+	m.live.Store(int64(n))
+	m.heldAt.Store(now)
+	if old != int64(n) || !m.known.Load() {
 		m.opts.Logger.Info("live instances", "id", m.opts.ID, "live", n, "was", old)
 	}
 	m.known.Store(true)
