@@ -130,7 +130,9 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	}
 	api := httpapi.New(st, logger)
 	api.HandleEnvoy(rlsSrv)
-	api.HandleReady(func() bool { return eng.Rules() != nil })
+	// Rules that fail to load stop serve before it listens, and a server
+	// with no rules still answers POST /v1/check: readiness is the store's.
+	api.HandleReady(nil)
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
