@@ -1,16 +1,20 @@
--- floodgate decision script: one call decides one op (all its limits,
--- all-or-nothing) with the algorithms of the floodgate core, in integer
--- microseconds. Every number stays below 2^53, so doubles are exact; every
--- division goes through fdiv, which corrects a floor that is off by one.
+-- floodgate decision script: one call decides a batch of ops, one after the
+-- other in order; each op (all its limits, all-or-nothing) is decided with
+-- the algorithms of the floodgate core, in integer microseconds. Every
+-- number stays below 2^53, so doubles are exact; every division goes
+-- through fdiv, which corrects a floor that is off by one.
 --
--- ARGV: now (0 = read Redis TIME), cost, mode ("a" acquire, "r" release),
---       lease, number of limits, then per limit: algorithm, quota, window
---       (µs), p1, p2, p3 (see below).
--- KEYS: per limit, one key; two for sliding_window_log (events, sum) and
---       concurrency (expiries, units).
--- Returns {flag, then per limit: allowed, remaining, reset µs, retry µs
---          (-1 = never)}; flag is "all allowed" (or "lease was held" on
---          release).
+-- ARGV: number of ops, then per op: now (0 = read Redis TIME, once per
+--       call), cost, mode ("a" acquire, "r" release), lease, number of
+--       limits, then per limit: algorithm, quota, window (µs), p1, p2, p3
+--       (see below).
+-- KEYS: per op, per limit, one key; two for sliding_window_log (events,
+--       sum) and concurrency (expiries, units).
+-- Returns one reply per op: {flag, then per limit: allowed, remaining,
+--          reset µs, retry µs (-1 = never)}, where flag is "all allowed"
+--          (or "lease was held" on release); or, when a Redis command of
+--          that op failed, the error message as a string (the ops before
+--          and after it are decided as usual).
 
 local NEVER = -1
 
@@ -28,21 +32,14 @@ local function cdiv(a, b) return fdiv(a + b - 1, b) end
 
 local function int(x) return string.format('%d', x) end
 
-local now = tonumber(ARGV[1])
-local explicit = now ~= 0
-if not explicit then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local opcost = tonumber(ARGV[2])
-local release = ARGV[3] == 'r'
-local lease = ARGV[4]
-local nlim = tonumber(ARGV[5])
+-- The op being decided: its instant, whether it was given explicitly, and
+-- its lease. The functions below read these.
+local now, explicit, lease = 0, false, ''
+local clock = nil
 
 -- With an explicit instant the keys' time to live cannot be derived from the
 -- real clock; keep them a while longer so a slow test does not lose state.
 local SLACK = 0
-if explicit then SLACK = 600000 end
 
 -- ttl sets key's time to live from the instant exp (µs) its state expires.
 local function ttl(key, exp)
@@ -238,8 +235,8 @@ local function stringLimit(l)
     if exp <= now then
       redis.call('DEL', l.k1)
     else
-      redis.call('SET', l.k1, encode(l, nx))
-      ttl(l.k1, exp)
+      -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
+      redis.call('SET', l.k1, encode(l, nx), 'PX', int(cdiv(exp - now, 1000) + SLACK))
     end
   end
   return o
@@ -436,29 +433,6 @@ local function leaseLimit(l)
   return o
 end
 
--- Load every limit first: a limit listed twice then reads the same state
--- twice and writes the same values twice, as in the core.
-local limits = {}
-local ki = 1
-for i = 1, nlim do
-  local a = 5 + (i - 1) * 6
-  local l = {alg = ARGV[a + 1], q = tonumber(ARGV[a + 2]), w = tonumber(ARGV[a + 3]),
-             p1 = tonumber(ARGV[a + 4]), p2 = tonumber(ARGV[a + 5]), p3 = tonumber(ARGV[a + 6])}
-  l.k1 = KEYS[ki]
-  ki = ki + 1
-  if l.alg == 'sl' or l.alg == 'cc' then
-    l.k2 = KEYS[ki]
-    ki = ki + 1
-  end
-  if l.alg == 'sl' then
-    limits[i] = logLimit(l)
-  elseif l.alg == 'cc' then
-    limits[i] = leaseLimit(l)
-  else
-    limits[i] = stringLimit(l)
-  end
-end
-
 local function flat(flag, rs)
   local out = {flag and 1 or 0}
   for _, r in ipairs(rs) do
@@ -470,45 +444,109 @@ local function flat(flag, rs)
   return out
 end
 
-if release then
-  local held = false
-  local rs = {}
+-- decideOp decides one op whose limits are specs (algorithm, constants and
+-- keys, read from ARGV and KEYS) and returns its reply.
+local function decideOp(specs, opcost, release)
+  -- Load every limit first: a limit listed twice then reads the same state
+  -- twice and writes the same values twice, as in the core.
+  local nlim = #specs
+  local limits = {}
   for i = 1, nlim do
-    if limits[i].release and limits[i].release() then held = true end
-    local r = limits[i].current()
-    r.allowed = true
-    rs[i] = r
-  end
-  return flat(held, rs)
-end
-
-local peek = opcost == 0
-local cost = opcost
-if peek then cost = 1 end
-local rs = {}
-local all = true
-for i = 1, nlim do
-  local r = limits[i].decide(cost)
-  if peek then
-    local cur = limits[i].current()
-    r.remaining, r.reset = cur.remaining, cur.reset
-  end
-  if not r.allowed then all = false end
-  rs[i] = r
-end
-if peek then return flat(all, rs) end
-if all then
-  for i = 1, nlim do limits[i].commit(cost) end
-  return flat(true, rs)
-end
-if nlim > 1 then
-  -- Nothing is consumed: limits that would have admitted are reported as
-  -- they stand.
-  for i = 1, nlim do
-    if rs[i].allowed then
-      local cur = limits[i].current()
-      rs[i].remaining, rs[i].reset = cur.remaining, cur.reset
+    local l = specs[i]
+    if l.alg == 'sl' then
+      limits[i] = logLimit(l)
+    elseif l.alg == 'cc' then
+      limits[i] = leaseLimit(l)
+    else
+      limits[i] = stringLimit(l)
     end
   end
+
+  if release then
+    local held = false
+    local rs = {}
+    for i = 1, nlim do
+      if limits[i].release and limits[i].release() then held = true end
+      local r = limits[i].current()
+      r.allowed = true
+      rs[i] = r
+    end
+    return flat(held, rs)
+  end
+
+  local peek = opcost == 0
+  local cost = opcost
+  if peek then cost = 1 end
+  local rs = {}
+  local all = true
+  for i = 1, nlim do
+    local r = limits[i].decide(cost)
+    if peek then
+      local cur = limits[i].current()
+      r.remaining, r.reset = cur.remaining, cur.reset
+    end
+    if not r.allowed then all = false end
+    rs[i] = r
+  end
+  if peek then return flat(all, rs) end
+  if all then
+    for i = 1, nlim do limits[i].commit(cost) end
+    return flat(true, rs)
+  end
+  if nlim > 1 then
+    -- Nothing is consumed: limits that would have admitted are reported as
+    -- they stand.
+    for i = 1, nlim do
+      if rs[i].allowed then
+        local cur = limits[i].current()
+        rs[i].remaining, rs[i].reset = cur.remaining, cur.reset
+      end
+    end
+  end
+  return flat(false, rs)
 end
-return flat(false, rs)
+
+-- The ops, in order. A failed Redis command (a key of the wrong type, out of
+-- memory) fails its op alone, as it would in a call of its own; what the op
+-- wrote before the failure stays written, as it would too.
+local replies = {}
+local a, ki = 2, 1
+for o = 1, tonumber(ARGV[1]) do
+  now = tonumber(ARGV[a])
+  explicit = now ~= 0
+  if explicit then
+    SLACK = 600000
+  else
+    if not clock then
+      local t = redis.call('TIME')
+      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    now = clock
+    SLACK = 0
+  end
+  local opcost = tonumber(ARGV[a + 1])
+  local release = ARGV[a + 2] == 'r'
+  lease = ARGV[a + 3]
+  local nlim = tonumber(ARGV[a + 4])
+  a = a + 5
+  local specs = {}
+  for i = 1, nlim do
+    local l = {alg = ARGV[a], q = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]),
+               p1 = tonumber(ARGV[a + 3]), p2 = tonumber(ARGV[a + 4]), p3 = tonumber(ARGV[a + 5])}
+    a = a + 6
+    l.k1 = KEYS[ki]
+    ki = ki + 1
+    if l.alg == 'sl' or l.alg == 'cc' then
+      l.k2 = KEYS[ki]
+      ki = ki + 1
+    end
+    specs[i] = l
+  end
+  local ok, reply = pcall(decideOp, specs, opcost, release)
+  if not ok then
+    if type(reply) == 'table' and reply.err then reply = reply.err end
+    reply = tostring(reply)
+  end
+  replies[o] = reply
+end
+return replies

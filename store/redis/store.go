@@ -202,17 +202,25 @@ func (s *Store) Close() error {
 	return s.client.Close()
 }
 
-// call is one op's script call.
+// MaxOpsPerCall is the most ops one script call carries; the ops of a
+// [Store.Decide] call that share a slot go in calls of this many at most.
+const MaxOpsPerCall = 128
+
+// call is one script call: ops that share a cluster slot (every op, on a
+// standalone server or behind Sentinel), decided in order by one EVALSHA.
 type call struct {
-	op   *floodgate.Op
+	ops  []*floodgate.Op
 	keys []string
 	args []any
 	cmd  *goredis.Cmd
 }
 
-// Decide implements [floodgate.Store]. All valid ops of the batch go to Redis
-// in one pipeline (one round trip per server involved), one EVALSHA per op;
-// ops answered NOSCRIPT are sent again with EVAL, which caches the script on
+// Decide implements [floodgate.Store]. The valid ops of the batch are grouped
+// by cluster slot (one group on a standalone server or behind Sentinel), in
+// their order, and each group goes to Redis as one EVALSHA of the script that
+// decides its ops one after the other ([MaxOpsPerCall] ops at most per call).
+// All calls go in one pipeline: one round trip per server involved. Calls
+// answered NOSCRIPT are sent again with EVAL, which caches the script on
 // that server. Invalid ops get an Err wrapping [floodgate.ErrInvalid] and are
 // not sent.
 func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
@@ -222,44 +230,27 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		}
 		return floodgate.ErrClosed
 	}
-	calls := make([]call, 0, len(ops))
-	for i := range ops {
-		op := &ops[i]
-		op.Err = nil
-		if err := op.Check(); err != nil {
-			op.Err = err
-			continue
-		}
-		keys, args := s.encode(op)
-		calls = append(calls, call{op: op, keys: keys, args: args})
-	}
+	calls := s.group(ops)
 	if len(calls) > 0 {
 		s.run(ctx, calls, true)
-		var retry []call
-		for _, c := range calls {
-			if isNoScript(c.cmd.Err()) {
-				retry = append(retry, c)
+		var retry []int
+		for i := range calls {
+			if isNoScript(calls[i].cmd.Err()) {
+				retry = append(retry, i)
 			}
 		}
 		if len(retry) > 0 {
-			s.run(ctx, retry, false)
-			for _, c := range retry {
-				// The slice holds copies; carry the new command back.
-				for i := range calls {
-					if calls[i].op == c.op {
-						calls[i].cmd = c.cmd
-					}
-				}
+			again := make([]call, len(retry))
+			for j, i := range retry {
+				again[j] = calls[i]
+			}
+			s.run(ctx, again, false)
+			for j, i := range retry {
+				calls[i].cmd = again[j].cmd
 			}
 		}
-		for _, c := range calls {
-			if err := c.cmd.Err(); err != nil {
-				c.op.Err = fmt.Errorf("redis: decide key %q: %w", c.op.Key, err)
-				continue
-			}
-			if err := decode(c.op, c.cmd.Val()); err != nil {
-				c.op.Err = fmt.Errorf("redis: decide key %q: %w", c.op.Key, err)
-			}
+		for i := range calls {
+			calls[i].finish()
 		}
 	}
 	for i := range ops {
@@ -268,6 +259,126 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		}
 	}
 	return nil
+}
+
+// group checks ops and packs the valid ones into script calls, one group
+// per cluster slot in the order of the ops. On a cluster every key of one
+// call must hash to one slot; on a standalone server or behind Sentinel
+// everything goes to the one server; on any other client (a ring), ops are
+// grouped by hash tag, which every sharding scheme keeps together.
+func (s *Store) group(ops []floodgate.Op) []call {
+	var calls []call
+	var bySlot map[uint16]int
+	var byTag map[string]int
+	_, cluster := s.client.(*goredis.ClusterClient)
+	_, single := s.client.(*goredis.Client)
+	open := -1 // the call being filled on a single server
+	for i := range ops {
+		op := &ops[i]
+		op.Err = nil
+		if err := op.Check(); err != nil {
+			op.Err = err
+			continue
+		}
+		escaped := escapeKey(op.Key)
+		var ci int
+		switch {
+		case single:
+			if open < 0 || len(calls[open].ops) >= MaxOpsPerCall {
+				open = len(calls)
+				calls = append(calls, call{})
+			}
+			ci = open
+		case cluster:
+			if bySlot == nil {
+				bySlot = make(map[uint16]int)
+			}
+			slot := keySlot(escaped)
+			c, ok := bySlot[slot]
+			if !ok || len(calls[c].ops) >= MaxOpsPerCall {
+				c = len(calls)
+				calls = append(calls, call{})
+				bySlot[slot] = c
+			}
+			ci = c
+		default:
+			if byTag == nil {
+				byTag = make(map[string]int)
+			}
+			c, ok := byTag[escaped]
+			if !ok || len(calls[c].ops) >= MaxOpsPerCall {
+				c = len(calls)
+				calls = append(calls, call{})
+				byTag[escaped] = c
+			}
+			ci = c
+		}
+		calls[ci].add(s, op, escaped)
+	}
+	return calls
+}
+
+// add appends op's keys and arguments to the call. args[0], the number of
+// ops, is kept up to date.
+func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
+	if c.args == nil {
+		c.args = append(make([]any, 0, 1+11*MaxOpsPerCall/4), 0)
+	}
+	c.ops = append(c.ops, op)
+	c.args[0] = len(c.ops)
+	mode := "a"
+	if op.Release {
+		mode = "r"
+	}
+	c.args = append(c.args, op.Now, op.Cost, mode, op.Lease, len(op.Limits))
+	for _, l := range op.Limits {
+		k := s.limitKey(escaped, l)
+		c.keys = append(c.keys, k)
+		w := l.Window.Microseconds()
+		var p1, p2, p3 int64
+		switch l.Algorithm {
+		case floodgate.SlidingWindowLog:
+			c.keys = append(c.keys, k+":sum")
+		case floodgate.Concurrency:
+			c.keys = append(c.keys, k+":units")
+		case floodgate.TokenBucket:
+			g := gcd(l.Quota, w)
+			p1, p2, p3 = l.Quota/g, w/g, l.Capacity()
+		case floodgate.GCRA:
+			p1, p3 = (w+l.Quota-1)/l.Quota, l.Capacity()
+		}
+		c.args = append(c.args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
+	}
+}
+
+// finish sets every op's Result or Err from the call's reply.
+func (c *call) finish() {
+	fail := func(op *floodgate.Op, err error) {
+		op.Err = fmt.Errorf("redis: decide key %q: %w", op.Key, err)
+	}
+	if err := c.cmd.Err(); err != nil {
+		for _, op := range c.ops {
+			fail(op, err)
+		}
+		return
+	}
+	v, ok := c.cmd.Val().([]any)
+	if !ok || len(v) != len(c.ops) {
+		err := fmt.Errorf("unexpected script reply %v for %d ops", c.cmd.Val(), len(c.ops))
+		for _, op := range c.ops {
+			fail(op, err)
+		}
+		return
+	}
+	for i, op := range c.ops {
+		if msg, ok := v[i].(string); ok {
+			fail(op, fmt.Errorf("script: %s", msg))
+			continue
+		}
+		if err := decode(op, v[i]); err != nil {
+			fail(op, err)
+		}
+	}
 }
 
 // run sends calls in one pipeline, by EVALSHA or EVAL; a lone call goes
@@ -294,6 +405,31 @@ func (s *Store) run(ctx context.Context, calls []call, sha bool) {
 	// Each command carries its own error; the first is returned here too.
 	_, _ = pipe.Exec(ctx)
 }
+
+// keySlot is the Redis Cluster slot of every key whose hash tag is tag:
+// CRC16 (XMODEM) mod 16384.
+func keySlot(tag string) uint16 {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc = crc<<8 ^ crc16tab[byte(crc>>8)^tag[i]]
+	}
+	return crc & 16383
+}
+
+var crc16tab = func() (t [256]uint16) {
+	for i := range t {
+		crc := uint16(i) << 8
+		for j := 0; j < 8; j++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+		t[i] = crc
+	}
+	return t
+}()
 
 func isNoScript(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
@@ -354,37 +490,6 @@ func (s *Store) limitKey(escaped string, l floodgate.Limit) string {
 		b = strconv.AppendInt(b, l.Burst, 10)
 	}
 	return string(b)
-}
-
-// encode returns the script's KEYS and ARGV for op.
-func (s *Store) encode(op *floodgate.Op) ([]string, []any) {
-	escaped := escapeKey(op.Key)
-	keys := make([]string, 0, len(op.Limits)+1)
-	args := make([]any, 0, 5+6*len(op.Limits))
-	mode := "a"
-	if op.Release {
-		mode = "r"
-	}
-	args = append(args, op.Now, op.Cost, mode, op.Lease, len(op.Limits))
-	for _, l := range op.Limits {
-		k := s.limitKey(escaped, l)
-		keys = append(keys, k)
-		w := l.Window.Microseconds()
-		var p1, p2, p3 int64
-		switch l.Algorithm {
-		case floodgate.SlidingWindowLog:
-			keys = append(keys, k+":sum")
-		case floodgate.Concurrency:
-			keys = append(keys, k+":units")
-		case floodgate.TokenBucket:
-			g := gcd(l.Quota, w)
-			p1, p2, p3 = l.Quota/g, w/g, l.Capacity()
-		case floodgate.GCRA:
-			p1, p3 = (w+l.Quota-1)/l.Quota, l.Capacity()
-		}
-		args = append(args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
-	}
-	return keys, args
 }
 
 func gcd(a, b int64) int64 {

@@ -1,0 +1,163 @@
+package redis_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/internal/redistest"
+	redisstore "github.com/floodgate/floodgate/store/redis"
+)
+
+// TestBigBatches feeds random sequences to the store in batches of up to
+// three script calls' worth of ops, on few keys, so that many ops of one
+// script call, and of consecutive calls, share a key; every result must
+// equal the reference's, in order.
+func TestBigBatches(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo, func(t *testing.T) {
+			t.Parallel()
+			for seed := uint64(0); seed < 4; seed++ {
+				s := newStore(t, topo)
+				rng := rand.New(rand.NewPCG(seed, 7))
+				ops := randomOps(rng, 1200, func() []floodgate.Limit {
+					ls := make([]floodgate.Limit, 1+rng.IntN(3))
+					for i := range ls {
+						ls[i] = randomLimit(rng, floodgate.Algorithms[rng.IntN(len(floodgate.Algorithms))])
+					}
+					return ls
+				})
+				var ref reference
+				ctx := context.Background()
+				for i := 0; i < len(ops); {
+					n := min(1+rng.IntN(3*redisstore.MaxOpsPerCall), len(ops)-i)
+					batch := ops[i : i+n]
+					want := make([]floodgate.Op, n)
+					for j := range batch {
+						want[j] = batch[j]
+						want[j].Each = make([]floodgate.Result, len(batch[j].Limits))
+						ref.decide(&want[j])
+					}
+					if err := s.Decide(ctx, batch); err != nil {
+						t.Fatalf("ops %d..%d: %v", i, i+n, err)
+					}
+					for j := range batch {
+						if batch[j].Result != want[j].Result {
+							t.Fatalf("op %d (batch of %d, key %q limits %v cost %d now %d):\n got %+v\nwant %+v",
+								i+j, n, batch[j].Key, batch[j].Limits, batch[j].Cost, batch[j].Now, batch[j].Result, want[j].Result)
+						}
+						for e := range batch[j].Each {
+							if batch[j].Each[e] != want[j].Each[e] {
+								t.Fatalf("op %d limit %d: each\n got %+v\nwant %+v", i+j, e, batch[j].Each[e], want[j].Each[e])
+							}
+						}
+					}
+					i += n
+				}
+			}
+		})
+	}
+}
+
+// commandCalls returns the calls of a command from INFO commandstats.
+func commandCalls(t *testing.T, c *goredis.Client, cmd string) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+			n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			if err != nil {
+				t.Fatalf("commandstats line %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestOneCallPerGroup counts script calls on a server of its own: one batch
+// of n ops on distinct keys is ceil(n / MaxOpsPerCall) EVALSHA, and the
+// server's TIME is read once per call.
+func TestOneCallPerGroup(t *testing.T) {
+	srv := redistest.StartServer(t)
+	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	l := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 10, Window: time.Second}}
+	// Load the script, so that every call below is one EVALSHA.
+	if err := s.Decide(ctx, []floodgate.Op{{Key: "warm", Limits: l, Cost: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, redisstore.MaxOpsPerCall, redisstore.MaxOpsPerCall + 1, 300} {
+		ops := make([]floodgate.Op, n)
+		for i := range ops {
+			ops[i] = floodgate.Op{Key: "n" + strconv.Itoa(n) + ":" + strconv.Itoa(i), Limits: l, Cost: 1}
+		}
+		evals, times := commandCalls(t, c, "evalsha"), commandCalls(t, c, "time")
+		if err := s.Decide(ctx, ops); err != nil {
+			t.Fatal(err)
+		}
+		want := (n + redisstore.MaxOpsPerCall - 1) / redisstore.MaxOpsPerCall
+		if got := commandCalls(t, c, "evalsha") - evals; got != want {
+			t.Errorf("%d ops: %d EVALSHA, want %d", n, got, want)
+		}
+		if got := commandCalls(t, c, "time") - times; got != want {
+			t.Errorf("%d ops: %d TIME, want %d", n, got, want)
+		}
+		for i := range ops {
+			if !ops[i].Result.Allowed || ops[i].Result.Remaining != 9 {
+				t.Fatalf("%d ops: op %d: %+v, want allowed with 9 remaining", n, i, ops[i].Result)
+			}
+		}
+	}
+}
+
+// TestFailedOpAlone puts an op whose key holds a value of the wrong type in
+// the middle of a batch: that op fails alone, and the ops around it, on
+// another key, are decided in order, with the server's clock and with
+// explicit instants in the same script call.
+func TestFailedOpAlone(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo, func(t *testing.T) {
+			s := newStore(t, topo)
+			ctx := context.Background()
+			l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Hour}
+			if err := s.Client().LPush(ctx, s.Key("bad", l), "x").Err(); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Client().Del(ctx, s.Key("bad", l))
+			ls := []floodgate.Limit{l}
+			ops := []floodgate.Op{
+				{Key: "good", Limits: ls, Cost: 1},
+				{Key: "bad", Limits: ls, Cost: 1},
+				{Key: "good", Limits: ls, Cost: 2},
+				{Key: "timed", Limits: ls, Cost: 1, Now: 1_700_000_000_000_000},
+				{Key: "good", Limits: ls, Cost: 1},
+				{Key: "timed", Limits: ls, Cost: 4, Now: 1_700_000_000_000_001},
+			}
+			err := s.Decide(ctx, ops)
+			if err == nil || ops[1].Err == nil || !strings.Contains(ops[1].Err.Error(), "WRONGTYPE") {
+				t.Fatalf("decide: %v; bad op err %v; want WRONGTYPE", err, ops[1].Err)
+			}
+			for i, want := range map[int]int64{0: 4, 2: 2, 3: 4, 4: 1, 5: 0} {
+				if ops[i].Err != nil || !ops[i].Result.Allowed || ops[i].Result.Remaining != want {
+					t.Errorf("op %d: %+v, err %v; want allowed with %d remaining", i, ops[i].Result, ops[i].Err, want)
+				}
+			}
+		})
+	}
+}
