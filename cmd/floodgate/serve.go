@@ -16,6 +16,7 @@ import (
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
 	"github.com/floodgate/floodgate/rls"
+	"github.com/floodgate/floodgate/rules"
 )
 
 func init() {
@@ -32,6 +33,12 @@ type serveConfig struct {
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+
+	onStoreError    rules.FailurePolicy
+	storeTimeout    time.Duration
+	breakerFailures int
+	breakerCooldown time.Duration
+	assumeInstances int
 }
 
 // parseServe parses serve's flags and their environment variables (looked up
@@ -52,6 +59,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	resilienceFlags(&cfg, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz and GET /readyz on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -102,7 +110,10 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		return 1
 	}
 	logger.Info("store opened", "store", cfg.store)
+	res := newResilience(st, cfg, logger)
+	st = res.store
 	closeStore := func() int {
+		res.close()
 		if err := st.Close(); err != nil {
 			logger.Error("closing store", "store", cfg.store, "err", err)
 			return 1
@@ -119,7 +130,8 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	if watcher != nil {
 		defer watcher.Close()
 	}
-	eng := engine.New(st, ruleSet, logger)
+	eng := engine.NewWithOptions(st, ruleSet, res.engineOptions(cfg, logger))
+	defer eng.Close()
 	rlsSrv := rls.New(eng, rls.Options{Headers: cfg.rlsHeaders, Logger: logger})
 
 	ln, err := net.Listen("tcp", cfg.http)

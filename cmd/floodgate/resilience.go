@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/breaker"
+	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/membership"
+	"github.com/floodgate/floodgate/rules"
+	"github.com/floodgate/floodgate/store/memory"
+)
+
+// defaultOnStoreError is serve's failure policy for rules that name none:
+// local keeps every limit enforced, at this instance's share, while the
+// store is unreachable; fail_open would drop the limits and fail_closed
+// would turn a store outage into an outage of the service.
+const defaultOnStoreError = rules.FailLocal
+
+// parsePolicy parses a failure policy as --on-store-error takes it.
+func parsePolicy(s string) (rules.FailurePolicy, error) {
+	switch s {
+	case "fail_open":
+		return rules.FailOpen, nil
+	case "fail_closed":
+		return rules.FailClosed, nil
+	case "local":
+		return rules.FailLocal, nil
+	}
+	return rules.FailureDefault, fmt.Errorf("unknown failure policy %q: want fail_open, fail_closed or local", s)
+}
+
+// resilience is what serve puts around a shared store: a deadline and a
+// circuit breaker on every call, and the membership heartbeat of the local
+// policy. The memory store gets neither: it has no network to fail.
+type resilience struct {
+	store floodgate.Store // the store to decide with
+	brk   *breaker.Store
+	mem   *membership.Membership
+}
+
+func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger) *resilience {
+	if _, ok := st.(*memory.Store); ok {
+		return &resilience{store: st}
+	}
+	r := &resilience{}
+	if hb, ok := st.(membership.Heartbeater); ok {
+		r.mem = membership.Start(hb, membership.Options{Assume: cfg.assumeInstances, Logger: logger})
+	}
+	r.brk = breaker.New(st, breaker.Options{
+		Timeout:  cfg.storeTimeout,
+		Failures: cfg.breakerFailures,
+		Cooldown: cfg.breakerCooldown,
+		Logger:   logger,
+	})
+	r.store = r.brk
+	return r
+}
+
+// engineOptions are the engine's failure-policy options.
+func (r *resilience) engineOptions(cfg serveConfig, logger *slog.Logger) engine.Options {
+	opts := engine.Options{Logger: logger, OnStoreError: cfg.onStoreError}
+	if opts.OnStoreError == rules.FailureDefault {
+		opts.OnStoreError = defaultOnStoreError
+	}
+	if r.mem != nil {
+		opts.Instances = r.mem.Live
+	}
+	return opts
+}
+
+// close stops the heartbeat (leaving the count); the store is closed by
+// its owner afterwards.
+func (r *resilience) close() {
+	if r.mem != nil {
+		r.mem.Close()
+	}
+}
+
+// resilienceFlags are serve's flags of the failure handling. Their zero
+// values stand for the defaults, resolved by newResilience.
+func resilienceFlags(cfg *serveConfig, fs interface {
+	Func(name, usage string, fn func(string) error)
+	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
+	IntVar(p *int, name string, value int, usage string)
+}) {
+	fs.Func("on-store-error", "failure `policy` of rules that name none, when the store cannot decide: fail_open, fail_closed or local (default local)", func(s string) error {
+		p, err := parsePolicy(s)
+		cfg.onStoreError = p
+		return err
+	})
+	fs.DurationVar(&cfg.storeTimeout, "store-timeout", 0, fmt.Sprintf("`deadline` of each call to a shared store; past it the failure policy decides (default %v)", breaker.DefaultTimeout))
+	fs.IntVar(&cfg.breakerFailures, "breaker-failures", 0, fmt.Sprintf("consecutive failed store calls that open the circuit breaker (default %d)", breaker.DefaultFailures))
+	fs.DurationVar(&cfg.breakerCooldown, "breaker-cooldown", 0, fmt.Sprintf("how long the open circuit waits before probing the store (default %v)", breaker.DefaultCooldown))
+	fs.IntVar(&cfg.assumeInstances, "assume-instances", 0, fmt.Sprintf("live instances the local policy assumes before the store ever answered a heartbeat (default %d)", membership.DefaultAssume))
+}
