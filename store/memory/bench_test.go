@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +124,8 @@ func BenchmarkYardstick(b *testing.B) {
 			}
 		})
 	})
+	b.Run("x-time-rate/1M/serial", func(b *testing.B) { benchRateMap(b, false) })
+	b.Run("x-time-rate/1M/parallel", func(b *testing.B) { benchRateMap(b, true) })
 	for _, keys := range []int{1, manyKeys} {
 		name := "go-limiter/hot"
 		if keys > 1 {
@@ -131,6 +134,42 @@ func BenchmarkYardstick(b *testing.B) {
 		b.Run(name+"/serial", func(b *testing.B) { benchGoLimiter(b, keys, false) })
 		b.Run(name+"/parallel", func(b *testing.B) { benchGoLimiter(b, keys, true) })
 	}
+}
+
+// benchRateMap measures x/time/rate the way it is used per key: one
+// *rate.Limiter per key in a map behind a mutex, 1M keys all held.
+func benchRateMap(b *testing.B, parallel bool) {
+	var mu sync.Mutex
+	m := make(map[string]*rate.Limiter, manyKeys)
+	allow := func(key string) bool {
+		mu.Lock()
+		l, ok := m[key]
+		if !ok {
+			l = rate.NewLimiter(1e9, 1e9)
+			m[key] = l
+		}
+		mu.Unlock()
+		return l.Allow()
+	}
+	for i := range manyKeys {
+		allow(benchKeys[i])
+	}
+	mask := manyKeys - 1
+	b.ReportAllocs()
+	b.ResetTimer()
+	if !parallel {
+		for i := 0; b.Loop(); i++ {
+			allow(benchKeys[i&mask])
+		}
+		return
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(manyKeys)
+		for pb.Next() {
+			allow(benchKeys[i&mask])
+			i++
+		}
+	})
 }
 
 func benchGoLimiter(b *testing.B, keys int, parallel bool) {
