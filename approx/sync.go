@@ -55,7 +55,7 @@ func (s *Store) sync(ctx context.Context) error {
 			s.logger.Warn("approximate counters: sync failed; deciding from local counts", "counters", len(batch), "err", err)
 		}
 		s.failing = true
-		return fmt.Errorf("approx: sync of %d counters: %w", len(batch), err)
+		return fmt.Errorf("approx: sync: %w", err)
 	}
 	if s.failing {
 		s.logger.Info("approximate counters: sync works again", "counters", len(batch))

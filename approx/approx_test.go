@@ -1,0 +1,309 @@
+package approx_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/approx"
+	"github.com/floodgate/floodgate/internal/redistest"
+	redisstore "github.com/floodgate/floodgate/store/redis"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	redistest.StopShared()
+	os.Exit(code)
+}
+
+// newRemote returns a Redis store on the shared server with a prefix of its
+// own, so that tests do not see each other's counters.
+func newRemote(t testing.TB) *redisstore.Store {
+	t.Helper()
+	r, err := redisstore.New(redisstore.Options{
+		Addrs:  []string{redistest.Shared(t).Addr},
+		Prefix: fmt.Sprintf("t%d:", rand.Uint64()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// newStore returns an approximate store without background sync: the test
+// syncs it.
+func newStore(t testing.TB, remote approx.Remote) *approx.Store {
+	t.Helper()
+	s, err := approx.New(remote, approx.Options{SyncInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func sync(t testing.TB, s *approx.Store) {
+	t.Helper()
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// base returns a window start just ahead of the real clock, so that the
+// explicit instants of a test stay near the present (the counters' expiry
+// is set by them).
+func base(w time.Duration) int64 {
+	us := w.Microseconds()
+	now := time.Now().UnixMicro()
+	return now - now%us + us
+}
+
+func decide(t testing.TB, s *approx.Store, key string, now, cost int64, limits ...floodgate.Limit) floodgate.Result {
+	t.Helper()
+	ops := []floodgate.Op{{Key: key, Limits: limits, Cost: cost, Now: now}}
+	if err := s.Decide(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	return ops[0].Result
+}
+
+func TestUnsupported(t *testing.T) {
+	s := newStore(t, newRemote(t))
+	for _, l := range []floodgate.Limit{
+		{Algorithm: floodgate.TokenBucket, Quota: 10, Window: time.Second},
+		{Algorithm: floodgate.GCRA, Quota: 10, Window: time.Second},
+		{Algorithm: floodgate.SlidingWindowLog, Quota: 10, Window: time.Second},
+		{Algorithm: floodgate.Concurrency, Quota: 10, Window: time.Second},
+	} {
+		ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Second}, l}, Cost: 1}}
+		err := s.Decide(context.Background(), ops)
+		if !errors.Is(err, floodgate.ErrInvalid) || !errors.Is(ops[0].Err, floodgate.ErrInvalid) {
+			t.Errorf("%v: err %v, op err %v; want ErrInvalid", l, err, ops[0].Err)
+		}
+	}
+	ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Second}}, Release: true, Lease: "x"}}
+	if err := s.Decide(context.Background(), ops); !errors.Is(err, floodgate.ErrInvalid) {
+		t.Errorf("release: err %v, want ErrInvalid", err)
+	}
+	ops = []floodgate.Op{{Key: "", Limits: []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Second}}, Cost: 1}}
+	if err := s.Decide(context.Background(), ops); !errors.Is(err, floodgate.ErrInvalid) {
+		t.Errorf("empty key: err %v, want ErrInvalid", err)
+	}
+	if _, err := approx.New(nil, approx.Options{}); err == nil {
+		t.Error("New(nil remote): no error")
+	}
+}
+
+// TestSingleInstanceExact checks that one instance decides exactly as the
+// core's algorithm over one state does, whenever it syncs: its global total
+// plus its local count is always the true count.
+func TestSingleInstanceExact(t *testing.T) {
+	limits := [][]floodgate.Limit{
+		{{Algorithm: floodgate.FixedWindow, Quota: 20, Window: time.Second}},
+		{{Algorithm: floodgate.SlidingWindow, Quota: 20, Window: time.Second}},
+		{{Algorithm: floodgate.FixedWindow, Quota: 7, Window: 300 * time.Millisecond}, {Algorithm: floodgate.SlidingWindow, Quota: 30, Window: 2 * time.Second}},
+	}
+	for li, ls := range limits {
+		t.Run(fmt.Sprint(li), func(t *testing.T) {
+			s := newStore(t, newRemote(t))
+			rng := rand.New(rand.NewPCG(uint64(li), 7))
+			states := make([]floodgate.State, len(ls))
+			now := base(2 * time.Second)
+			for i := range 600 {
+				now += rng.Int64N(20_000)
+				cost := rng.Int64N(4)
+				op := floodgate.Op{Key: "k", Limits: ls, Cost: cost, Now: now}
+				want := op
+				floodgate.Apply(&want, states, now)
+				got := decide(t, s, "k", now, cost, ls...)
+				if got != want.Result {
+					t.Fatalf("op %d at +%dµs cost %d: got %+v, want %+v", i, now%1_000_000, cost, got, want.Result)
+				}
+				if rng.IntN(10) == 0 {
+					sync(t, s)
+				}
+			}
+		})
+	}
+}
+
+// TestSyncPushesTotals checks that a sync pushes the admitted cost to Redis
+// and that a fresh instance starts from the global total once it has synced.
+func TestSyncPushesTotals(t *testing.T) {
+	remote := newRemote(t)
+	l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 10, Window: 10 * time.Second}
+	now := base(l.Window)
+	a := newStore(t, remote)
+	for range 7 {
+		if r := decide(t, a, "k", now, 1, l); !r.Allowed {
+			t.Fatal("denied under quota")
+		}
+	}
+	sync(t, a)
+	key := remote.CounterKey(approx.Counter{Key: "k", Limit: l, Start: now})
+	if v, err := remote.Client().Get(context.Background(), key).Int64(); err != nil || v != 7 {
+		t.Fatalf("redis %s = %d, %v; want 7", key, v, err)
+	}
+	if ttl := remote.Client().PTTL(context.Background(), key).Val(); ttl <= 0 {
+		t.Fatalf("redis %s has no expiry (PTTL %v)", key, ttl)
+	}
+	b := newStore(t, remote)
+	// Before its first sync, b knows nothing of a's count.
+	if r := decide(t, b, "k", now+1, 0, l); r.Remaining != 10 {
+		t.Fatalf("b before sync: remaining %d, want 10", r.Remaining)
+	}
+	sync(t, b)
+	if r := decide(t, b, "k", now+2, 0, l); r.Remaining != 3 {
+		t.Fatalf("b after sync: remaining %d, want 3", r.Remaining)
+	}
+	for i := range 3 {
+		if r := decide(t, b, "k", now+3, 1, l); !r.Allowed {
+			t.Fatalf("b request %d denied with 3 left", i)
+		}
+	}
+	if r := decide(t, b, "k", now+4, 1, l); r.Allowed || r.RetryAfter <= 0 {
+		t.Fatalf("b over quota: %+v, want a denial with a wait", r)
+	}
+	// Close flushes b's 3.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := remote.Client().Get(context.Background(), key).Int64(); v != 10 {
+		t.Fatalf("after b's close: redis = %d, want 10", v)
+	}
+	if err := b.Decide(context.Background(), []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{l}, Cost: 1}}); !errors.Is(err, floodgate.ErrClosed) {
+		t.Fatalf("decide after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestConverge checks that after every instance has synced twice (once to
+// push, once to read the others' pushes), all see the same global count. A
+// sync reads only the counters decided since the previous one, so each
+// instance peeks before its second sync.
+func TestConverge(t *testing.T) {
+	remote := newRemote(t)
+	limits := []floodgate.Limit{
+		{Algorithm: floodgate.FixedWindow, Quota: 1000, Window: 10 * time.Second},
+		{Algorithm: floodgate.SlidingWindow, Quota: 1000, Window: 10 * time.Second},
+	}
+	now := base(20 * time.Second)
+	stores := make([]*approx.Store, 3)
+	var total int64
+	for i := range stores {
+		stores[i] = newStore(t, remote)
+		for j := range 10 * (i + 1) {
+			cost := int64(j%3 + 1)
+			if r := decide(t, stores[i], "k", now+int64(j), cost, limits...); !r.Allowed {
+				t.Fatalf("store %d denied under quota", i)
+			}
+			total += cost
+		}
+	}
+	for _, s := range stores {
+		sync(t, s)
+	}
+	for _, s := range stores {
+		decide(t, s, "k", now+50, 0, limits...)
+		sync(t, s)
+	}
+	for i, s := range stores {
+		ops := []floodgate.Op{{Key: "k", Limits: limits, Now: now + 100, Each: make([]floodgate.Result, 2)}}
+		if err := s.Decide(context.Background(), ops); err != nil {
+			t.Fatal(err)
+		}
+		for k, r := range ops[0].Each {
+			if r.Remaining != 1000-total {
+				t.Errorf("store %d, %v: remaining %d, want %d", i, limits[k].Algorithm, r.Remaining, 1000-total)
+			}
+		}
+	}
+	// In the next window the sliding window counter still weighs the
+	// previous window's global total: each instance read it.
+	next := now + 10_000_000 + 5_000_000 // halfway through the next window
+	for i, s := range stores {
+		sync(t, s)
+		want := 1000 - (total+1)/2
+		if r := decide(t, s, "k", next, 0, limits[1]); r.Remaining != want {
+			t.Errorf("store %d next window: remaining %d, want %d", i, r.Remaining, want)
+		}
+	}
+}
+
+// TestMultiLimitDenialConsumesNothing checks all-or-nothing ops locally and
+// after sync.
+func TestMultiLimitDenialConsumesNothing(t *testing.T) {
+	remote := newRemote(t)
+	s := newStore(t, remote)
+	short := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 3, Window: time.Second}
+	long := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 100, Window: 10 * time.Second}
+	now := base(10 * time.Second)
+	for range 5 {
+		decide(t, s, "k", now, 1, short, long)
+	}
+	sync(t, s)
+	if r := decide(t, s, "k", now, 0, long); r.Remaining != 97 {
+		t.Fatalf("long limit: remaining %d, want 97 (denials must consume nothing)", r.Remaining)
+	}
+	if v, _ := remote.Client().Get(context.Background(), remote.CounterKey(approx.Counter{Key: "k", Limit: long, Start: now})).Int64(); v != 3 {
+		t.Fatalf("redis long counter %d, want 3", v)
+	}
+}
+
+// TestRemoteDown checks that decisions go on from local counts while the
+// remote is unreachable, and that the cost admitted meanwhile is pushed
+// once it is back.
+func TestRemoteDown(t *testing.T) {
+	srv := redistest.StartServer(t)
+	remote, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	s, err := approx.New(remote, approx.Options{SyncInterval: -1, SyncTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 10, Window: 10 * time.Second}
+	now := base(l.Window)
+	for range 4 {
+		decide(t, s, "k", now, 1, l)
+	}
+	sync(t, s)
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		decide(t, s, "k", now+1, 1, l)
+	}
+	start := time.Now()
+	err = s.Sync(context.Background())
+	if err == nil {
+		t.Fatal("sync with Redis paused: no error")
+	}
+	t.Logf("sync with Redis paused: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	if r := decide(t, s, "k", now+2, 0, l); r.Remaining != 3 {
+		t.Fatalf("remaining %d after a failed sync, want 3", r.Remaining)
+	}
+	if st := s.Stats(); st.SyncErrors != 1 || st.LastError == nil {
+		t.Fatalf("stats %+v, want one sync error", st)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// The paused server may still answer the timed-out sync's commands: the
+	// store pushes those 3 again, and counts them twice rather than never.
+	sync(t, s)
+	key := remote.CounterKey(approx.Counter{Key: "k", Limit: l, Start: now})
+	v, _ := remote.Client().Get(context.Background(), key).Int64()
+	if v != 7 && v != 10 {
+		t.Fatalf("redis = %d after recovery, want 7 (or 10 if the lost sync ran)", v)
+	}
+	t.Logf("redis counter after recovery: %d", v)
+}
