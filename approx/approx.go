@@ -235,6 +235,11 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 			e.roll(l, now)
 			e.touched = true
 			st := floodgate.State{T: e.cur.start, N: e.cur.count()}
+			if l.Algorithm == floodgate.FixedWindow {
+				// Instances together may have admitted more than the quota;
+				// the fixed window reports Quota-N remaining.
+				st.N = min(st.N, l.Quota)
+			}
 			if l.Algorithm == floodgate.SlidingWindow && e.prev.start == e.cur.start-int64(l.Window/time.Microsecond) {
 				st.P = e.prev.count()
 			}
