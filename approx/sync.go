@@ -224,4 +224,3 @@ func (s *Store) Stats() Stats {
 	}
 	return st
 }
-
