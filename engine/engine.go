@@ -20,6 +20,8 @@
 //     denies. A denied descriptor consumes nothing.
 //   - shadow_mode: decided and counted as above, but always reported OK, with
 //     [Status.ShadowDenied] set when the store denied.
+//   - consistency: approximate: decided by [Options.Approximate] when set
+//     (in the same Decide call, its ops in one batch), by the store otherwise.
 //
 // # When the store cannot decide
 //
@@ -162,6 +164,10 @@ type Options struct {
 	// default options, created at the first local decision and closed by
 	// [Engine.Close].
 	Local floodgate.Store
+	// Approximate decides the rules whose consistency is approximate (an
+	// approx.Store). Default nil: the engine's store decides every rule.
+	// The engine does not close it.
+	Approximate floodgate.Store
 }
 
 // Stats count, since the engine was created, the descriptors the store
@@ -291,23 +297,44 @@ func (e *Engine) decide(ctx context.Context, now int64, domain string, descripto
 		ops = make([]floodgate.Op, 0, n)
 		idx = make([]int, 0, n)
 		each := make([]floodgate.Result, 0, n*2)
-		for i := range ms {
-			m := &ms[i]
-			if !ok[i] || m.Unlimited || m.Deny {
-				continue
+		// Strict ops first, then approximate ones (when a store for them
+		// is set): ops[:split] go to the store, ops[split:] to Approximate.
+		split := 0
+		for pass := range 2 {
+			for i := range ms {
+				m := &ms[i]
+				if !ok[i] || m.Unlimited || m.Deny {
+					continue
+				}
+				approximate := e.opts.Approximate != nil && m.Rule != nil && m.Rule.Consistency == rules.Approximate
+				if approximate != (pass == 1) {
+					continue
+				}
+				start := len(each)
+				each = append(each, make([]floodgate.Result, len(m.Limits))...)
+				ops = append(ops, floodgate.Op{
+					Key:    m.Key,
+					Limits: m.Limits,
+					Cost:   sts[i].Hits,
+					Now:    now,
+					Each:   each[start:len(each):len(each)],
+				})
+				idx = append(idx, i)
 			}
-			start := len(each)
-			each = append(each, make([]floodgate.Result, len(m.Limits))...)
-			ops = append(ops, floodgate.Op{
-				Key:    m.Key,
-				Limits: m.Limits,
-				Cost:   sts[i].Hits,
-				Now:    now,
-				Each:   each[start:len(each):len(each)],
-			})
-			idx = append(idx, i)
+			if pass == 0 {
+				split = len(ops)
+			}
 		}
-		if err := e.store.Decide(ctx, ops); err != nil {
+		var err error
+		if split > 0 {
+			err = e.store.Decide(ctx, ops[:split])
+		}
+		if split < len(ops) {
+			if aerr := e.opts.Approximate.Decide(ctx, ops[split:]); err == nil {
+				err = aerr
+			}
+		}
+		if err != nil {
 			if err := e.fallback(ctx, domain, ops, idx, sts, err); err != nil {
 				return nil, Unknown, err
 			}
