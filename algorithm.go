@@ -47,34 +47,73 @@ func (l Limit) Decide(st State, now, cost int64) (State, Result) {
 // lease already held renews it (its expiry moves to now + Window) and consumes
 // no more units. Other algorithms ignore lease.
 func (l Limit) Acquire(st State, now, cost int64, lease string) (State, Result) {
+	p := l.Prepare()
+	var r Result
+	p.Acquire(&st, now, cost, lease, &r)
+	return st, r
+}
+
+// Prepared is a limit with the constants its decisions derive from it
+// (window in µs, the token bucket's reduced rate, GCRA's interval) computed
+// once. [Limit.Acquire] prepares its limit on every call; a store that
+// decides the same limit over and over keeps one Prepared per limit and
+// decides in place. Prepare only valid limits ([Limit.Validate]). A Prepared
+// is immutable and safe for concurrent use.
+type Prepared struct {
+	limit    Limit
+	w        int64 // Window in µs
+	qr, wr   int64 // token bucket: Quota/Window = qr/wr in lowest terms
+	capacity int64 // Limit.Capacity()
+	interval int64 // GCRA emission interval in µs
+}
+
+// Prepare returns l with its derived constants.
+func (l Limit) Prepare() Prepared {
+	p := Prepared{limit: l, w: micros(l.Window), capacity: l.Capacity()}
+	switch l.Algorithm {
+	case TokenBucket:
+		p.qr, p.wr = reduced(l.Quota, p.w)
+	case GCRA:
+		p.interval = interval(l)
+	}
+	return p
+}
+
+// Limit returns the prepared limit.
+func (p *Prepared) Limit() Limit { return p.limit }
+
+// Acquire is [Limit.Acquire] in place: it sets *r, and replaces *st by the
+// state to keep if the request is admitted (the state Limit.Acquire
+// returns). FixedWindow, TokenBucket and GCRA decide without allocating.
+func (p *Prepared) Acquire(st *State, now, cost int64, lease string, r *Result) {
 	peek := cost == 0
 	if peek {
 		cost = 1
 	}
+	switch p.limit.Algorithm {
+	case FixedWindow, TokenBucket, GCRA:
+		p.meter(st, now, cost, peek, r)
+		r.Limit = p.limit
+		return
+	}
+	l := p.limit
 	var next State
-	var r Result
 	switch l.Algorithm {
-	case FixedWindow:
-		next, r = l.fixedWindow(st, now, cost)
 	case SlidingWindow:
-		next, r = l.slidingWindow(st, now, cost)
-	case TokenBucket:
-		next, r = l.tokenBucket(st, now, cost)
-	case GCRA:
-		next, r = l.gcra(st, now, cost)
+		next, *r = l.slidingWindow(*st, now, cost)
 	case SlidingWindowLog:
-		next, r = l.slidingLog(st, now, cost)
+		next, *r = l.slidingLog(*st, now, cost)
 	case Concurrency:
-		next, r = l.concurrency(st, now, cost, lease)
+		next, *r = l.concurrency(*st, now, cost, lease)
 	}
 	r.Limit = l
 	if peek {
 		// Report the state as it is, and keep only the expiry of old entries.
-		before, cur := l.current(st, now)
+		before, cur := l.current(*st, now)
 		r.Remaining, r.ResetAfter = cur.Remaining, cur.ResetAfter
 		next = before
 	}
-	return next, r
+	*st = next
 }
 
 // current returns st with expired entries dropped, and the result of a
@@ -85,15 +124,14 @@ func (l Limit) current(st State, now int64) (State, Result) {
 	// A zero-cost decision is allowed by every algorithm and adds nothing,
 	// except the bookkeeping of time (windows rolled, refill applied).
 	switch l.Algorithm {
-	case FixedWindow:
-		next, r = l.fixedWindow(st, now, 0)
+	case FixedWindow, TokenBucket, GCRA:
+		// A peek changes nothing but the bookkeeping of time.
+		p := l.Prepare()
+		next = st
+		p.meter(&next, now, 1, true, &r)
+		r.Allowed, r.RetryAfter = true, 0
 	case SlidingWindow:
 		next, r = l.slidingWindow(st, now, 0)
-	case TokenBucket:
-		next, r = l.tokenBucket(st, now, 0)
-	case GCRA:
-		next, r = l.gcra(st, now, 0)
-		next = st // a zero-cost GCRA decision would move TAT up to now
 	case SlidingWindowLog:
 		next, r = l.slidingLog(st, now, 0)
 	case Concurrency:
@@ -170,27 +208,95 @@ func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 func us(n int64) time.Duration { return time.Duration(n) * time.Microsecond }
 
-func (l Limit) fixedWindow(st State, now, cost int64) (State, Result) {
-	w := micros(l.Window)
-	start := now - now%w
-	if st.T != start {
-		st = State{T: start}
+// meter decides the algorithms whose state is a fixed number of integers
+// (FixedWindow, TokenBucket, GCRA) in place. With peek, the request of cost
+// is evaluated but not charged: Remaining and ResetAfter describe the state
+// as it stands.
+//
+// FixedWindow counts cost N in the window starting at T = now - now mod W.
+//
+// TokenBucket keeps the deficit D below a full bucket, in units of 1/wr
+// token where Quota/Window = qr/wr in lowest terms: the bucket refills qr
+// units per microsecond and holds Burst×wr units.
+//
+// GCRA keeps the theoretical arrival time TAT. With emission interval
+// T = ceil(Window/Quota) µs and tolerance τ = Burst×T, a request of cost c is
+// admitted when max(TAT, now) + c×T - now <= τ.
+func (p *Prepared) meter(st *State, now, cost int64, peek bool, r *Result) {
+	*r = Result{}
+	switch p.limit.Algorithm {
+	case FixedWindow:
+		quota, w := p.limit.Quota, p.w
+		start := now - now%w
+		n := st.N
+		if st.T != start {
+			n = 0
+		}
+		r.ResetAfter = us(start + w - now)
+		switch {
+		case n+cost <= quota:
+			if !peek {
+				n += cost
+			}
+			r.Allowed = true
+		case cost > quota:
+			r.RetryAfter = Never
+		default:
+			r.RetryAfter = r.ResetAfter
+		}
+		r.Remaining = quota - n
+		if n == 0 {
+			r.ResetAfter = 0
+		}
+		*st = State{T: start, N: n}
+	case TokenBucket:
+		qr, wr, capacity := p.qr, p.wr, p.capacity
+		d := st.N
+		if elapsed := now - st.T; elapsed > 0 && d > 0 {
+			if elapsed >= ceilDiv(d, qr) {
+				d = 0
+			} else {
+				d -= elapsed * qr
+			}
+		}
+		t := max(now, st.T)
+		switch {
+		case cost > capacity:
+			r.RetryAfter = Never
+		case d+cost*wr <= capacity*wr:
+			if !peek {
+				d += cost * wr
+			}
+			r.Allowed = true
+		default:
+			r.RetryAfter = us(ceilDiv(d+cost*wr-capacity*wr, qr))
+		}
+		if d == 0 {
+			t = 0
+		}
+		*st = State{T: t, N: d}
+		r.Remaining = (capacity*wr - d) / wr
+		r.ResetAfter = us(ceilDiv(d, qr))
+	case GCRA:
+		t, capacity := p.interval, p.capacity
+		tau := capacity * t
+		tat := max(st.T, now)
+		newTAT := tat + cost*t
+		switch {
+		case cost > capacity:
+			r.RetryAfter = Never
+		case newTAT-now <= tau:
+			if !peek {
+				st.T = newTAT
+				tat = newTAT
+			}
+			r.Allowed = true
+		default:
+			r.RetryAfter = us(newTAT - now - tau)
+		}
+		r.Remaining = max(0, (tau-(tat-now))/t)
+		r.ResetAfter = us(tat - now)
 	}
-	r := Result{ResetAfter: us(start + w - now)}
-	switch {
-	case st.N+cost <= l.Quota:
-		st.N += cost
-		r.Allowed = true
-	case cost > l.Quota:
-		r.RetryAfter = Never
-	default:
-		r.RetryAfter = r.ResetAfter
-	}
-	r.Remaining = l.Quota - st.N
-	if st.N == 0 {
-		r.ResetAfter = 0
-	}
-	return st, r
 }
 
 // slidingWindow estimates the cost in the sliding window (now-W, now] as
@@ -258,63 +364,6 @@ func (l Limit) slidingRetry(st State, start, now, cost int64) int64 {
 		return max(next+e*1000-now, 1)
 	}
 	return next - now
-}
-
-// tokenBucket keeps the deficit D below a full bucket, in units of 1/wr token
-// where quota/window = qr/wr in lowest terms: the bucket refills qr units per
-// microsecond and holds Burst×wr units.
-func (l Limit) tokenBucket(st State, now, cost int64) (State, Result) {
-	qr, wr := reduced(l.Quota, micros(l.Window))
-	capacity := l.Capacity()
-	d := st.N
-	if elapsed := now - st.T; elapsed > 0 && d > 0 {
-		if elapsed >= ceilDiv(d, qr) {
-			d = 0
-		} else {
-			d -= elapsed * qr
-		}
-	}
-	st = State{T: max(now, st.T), N: d}
-	r := Result{}
-	switch {
-	case cost > capacity:
-		r.RetryAfter = Never
-	case d+cost*wr <= capacity*wr:
-		st.N += cost * wr
-		r.Allowed = true
-	default:
-		r.RetryAfter = us(ceilDiv(d+cost*wr-capacity*wr, qr))
-	}
-	if st.N == 0 {
-		st.T = 0
-	}
-	r.Remaining = (capacity*wr - st.N) / wr
-	r.ResetAfter = us(ceilDiv(st.N, qr))
-	return st, r
-}
-
-// gcra keeps the theoretical arrival time TAT. With emission interval
-// T = ceil(Window/Quota) µs and tolerance τ = Burst×T, a request of cost c is
-// admitted when max(TAT, now) + c×T - now <= τ.
-func (l Limit) gcra(st State, now, cost int64) (State, Result) {
-	t := interval(l)
-	tau := l.Capacity() * t
-	tat := max(st.T, now)
-	newTAT := tat + cost*t
-	r := Result{}
-	switch {
-	case cost > l.Capacity():
-		r.RetryAfter = Never
-	case newTAT-now <= tau:
-		st.T = newTAT
-		tat = newTAT
-		r.Allowed = true
-	default:
-		r.RetryAfter = us(newTAT - now - tau)
-	}
-	r.Remaining = max(0, (tau-(tat-now))/t)
-	r.ResetAfter = us(tat - now)
-	return st, r
 }
 
 // slidingLog counts the cost of events in (now-W, now].

@@ -79,8 +79,8 @@
 // error wrapping [floodgate.ErrInvalid] and the others are still decided;
 // validated limits are cached (by their full value) so the common case does
 // not validate again. One FixedWindow, TokenBucket or GCRA limit on a key
-// held is decided by a transcription of the core's formulas that computes
-// the result in place; everything else goes through [floodgate.Apply]. Both
-// are checked against the core on the same events by the tests and by the
-// storetest conformance suite.
+// held is decided in place with the core's [floodgate.Prepared], kept with
+// the cached limit, without allocating; everything else goes through
+// [floodgate.Apply]. The storetest conformance suite and its property tests
+// check both paths.
 package memory

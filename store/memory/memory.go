@@ -247,6 +247,7 @@ func (s *Store) clock() int64 {
 // it.
 type limitInfo struct {
 	limit floodgate.Limit
+	prep  floodgate.Prepared
 	fp    uint64 // fingerprint
 	w     int64  // Window in µs
 	// Token bucket: Quota/Window = qr/wr in lowest terms.
@@ -273,6 +274,7 @@ func (s *Store) info(lp *floodgate.Limit) *limitInfo {
 	qr := refill(l)
 	p := &limitInfo{
 		limit:    l,
+		prep:     l.Prepare(),
 		fp:       fp,
 		w:        w,
 		qr:       qr,

@@ -76,7 +76,8 @@ func (s *Store) decide(op *floodgate.Op) error {
 			id := entryID(h, li)
 			if i := sh.tw.find(id); i >= 0 {
 				e := &sh.tw.slots[i]
-				next := li.decideFast(li.decode(e.exp, e.n), now, op.Cost, &op.Result)
+				next := li.decode(e.exp, e.n)
+				li.prep.Acquire(&next, now, op.Cost, "", &op.Result)
 				if len(op.Each) == 1 {
 					op.Each[0] = op.Result
 				}
