@@ -414,17 +414,37 @@ func (l Limit) concurrency(st State, now, cost int64, lease string) (State, Resu
 	// Keep live leases, and take out the one being renewed.
 	var held int64
 	var renew *Event
-	live := make([]Event, 0, len(st.Events)+1)
+	// Leases are ordered by expiry, so the expired ones are usually a prefix
+	// and the live ones can be kept without copying; a renewal or an expired
+	// lease out of order needs a copy.
+	skip, inOrder := 0, true
 	for i, e := range st.Events {
-		if e.At <= now {
-			continue
+		switch {
+		case e.At <= now && skip == i:
+			skip++
+		case e.At <= now, lease != "" && e.ID == lease:
+			inOrder = false
 		}
-		if lease != "" && e.ID == lease {
-			renew = &st.Events[i]
-			continue
+	}
+	var live []Event
+	if inOrder {
+		live = st.Events[skip:]
+		for _, e := range live {
+			held += e.Cost
 		}
-		live = append(live, e)
-		held += e.Cost
+	} else {
+		live = make([]Event, 0, len(st.Events)+1)
+		for i, e := range st.Events {
+			if e.At <= now {
+				continue
+			}
+			if lease != "" && e.ID == lease {
+				renew = &st.Events[i]
+				continue
+			}
+			live = append(live, e)
+			held += e.Cost
+		}
 	}
 	r := Result{}
 	switch {
