@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
 	"github.com/floodgate/floodgate/rls"
@@ -33,6 +34,7 @@ type serveConfig struct {
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	syncInterval    time.Duration
 
 	onStoreError    rules.FailurePolicy
 	storeTimeout    time.Duration
@@ -59,6 +61,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&cfg.syncInterval, "sync-interval", 0, fmt.Sprintf("`interval` at which rules with consistency approximate sync their local counts with a shared store (default %v)", approx.DefaultSyncInterval))
 	resilienceFlags(&cfg, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz and GET /readyz on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
@@ -110,9 +113,21 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		return 1
 	}
 	logger.Info("store opened", "store", cfg.store)
+	apx, err := newApprox(st, cfg, logger)
+	if err != nil {
+		logger.Error("cannot start approximate counting", "err", err)
+		st.Close()
+		return 1
+	}
 	res := newResilience(st, cfg, logger)
 	st = res.store
 	closeStore := func() int {
+		if apx != nil {
+			// Pushes the counts admitted since the last sync.
+			if err := apx.Close(); err != nil {
+				logger.Error("closing approximate counters", "err", err)
+			}
+		}
 		res.close()
 		if err := st.Close(); err != nil {
 			logger.Error("closing store", "store", cfg.store, "err", err)
@@ -130,7 +145,11 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	if watcher != nil {
 		defer watcher.Close()
 	}
-	eng := engine.NewWithOptions(st, ruleSet, res.engineOptions(cfg, logger))
+	engOpts := res.engineOptions(cfg, logger)
+	if apx != nil {
+		engOpts.Approximate = apx
+	}
+	eng := engine.NewWithOptions(st, ruleSet, engOpts)
 	defer eng.Close()
 	rlsSrv := rls.New(eng, rls.Options{Headers: cfg.rlsHeaders, Logger: logger})
 
