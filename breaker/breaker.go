@@ -24,9 +24,9 @@
 // A call fails when the store decided none of its ops and at least one op
 // has an error other than [floodgate.ErrInvalid]; a call where the caller's
 // own context ended is not counted either way. A call that decides at least
-// one op is a success: on a Redis Cluster with one master down, calls for
-// keys on the other masters keep the circuit closed, and keys on the failed
-// slots fail within the deadline.
+// one op is a success. With [Options.Shard] each shard (on a Redis Cluster,
+// each master) has its own circuit, judged by its own ops: a failed master
+// opens its circuit and the keys on the other masters are not affected.
 //
 // State changes are logged (slog, warn when opening, info otherwise) and
 // counted ([Store.Stats]); [Store.State] is the gauge.
@@ -104,8 +104,14 @@ type Options struct {
 	// Logger receives a record at every state change. Default: discarded.
 	Logger *slog.Logger
 	// OnStateChange, when set, is called after every state change, outside
-	// the breaker's lock (for a metrics gauge). It must not block.
-	OnStateChange func(from, to State)
+	// the breaker's lock (for a metrics gauge). It must not block. shard is
+	// the shard's name, "" without Shard.
+	OnStateChange func(shard string, from, to State)
+	// Shard, when set, names the part of the store an op's key lives on
+	// (on a Redis Cluster, the master that holds the key's slot), and each
+	// shard gets its own circuit: one failed master opens only its own.
+	// Default: one circuit for the whole store.
+	Shard func(key string) string
 }
 
 // Stats are the breaker's counters since [New]; all only grow.
@@ -122,7 +128,7 @@ type Stats struct {
 	Opened, HalfOpened, Closed uint64
 }
 
-// Store is a [floodgate.Store] with a deadline and a circuit breaker in
+// Store is a [floodgate.Store] with a deadline and circuit breakers in
 // front of another. Create it with [New]; the zero value is not usable. It
 // is safe for concurrent use.
 type Store struct {
@@ -131,18 +137,25 @@ type Store struct {
 	failures int64
 	cooldown time.Duration
 	logger   *slog.Logger
-	onChange func(from, to State)
+	onChange func(shard string, from, to State)
+	shard    func(key string) string
 
-	state atomic.Int32
-	run   atomic.Int64 // consecutive failed calls
+	one    circuit  // without Shard
+	shards sync.Map // shard name → *circuit, with Shard
 
+	calls, failed, timeouts, rejected atomic.Uint64
+	opened, halfOpened, closed        atomic.Uint64
+}
+
+// circuit is the state of one breaker.
+type circuit struct {
+	name     string
+	state    atomic.Int32
+	run      atomic.Int64 // consecutive failed calls
 	openedAt atomic.Int64 // unix nanoseconds of the last opening
 
 	mu      sync.Mutex
 	probing bool
-
-	calls, failed, timeouts, rejected atomic.Uint64
-	opened, halfOpened, closed        atomic.Uint64
 }
 
 var _ floodgate.Store = (*Store)(nil)
@@ -169,6 +182,7 @@ func New(inner floodgate.Store, opts Options) *Store {
 		cooldown: opts.Cooldown,
 		logger:   opts.Logger,
 		onChange: opts.OnStateChange,
+		shard:    opts.Shard,
 	}
 }
 
@@ -178,10 +192,40 @@ func (s *Store) Inner() floodgate.Store { return s.inner }
 // Timeout returns the deadline of each call.
 func (s *Store) Timeout() time.Duration { return s.timeout }
 
-// State returns the circuit's state.
-func (s *Store) State() State { return State(s.state.Load()) }
+// State returns the circuit's state; with Options.Shard, the worst state of
+// any shard (Open, then HalfOpen, then Closed).
+func (s *Store) State() State {
+	if s.shard == nil {
+		return State(s.one.state.Load())
+	}
+	worst := Closed
+	s.shards.Range(func(_, v any) bool {
+		switch st := State(v.(*circuit).state.Load()); {
+		case st == Open:
+			worst = Open
+			return false
+		case st == HalfOpen:
+			worst = HalfOpen
+		}
+		return true
+	})
+	return worst
+}
 
-// Ready reports whether calls go to the store: the circuit is not open.
+// Shards returns the state of each shard's circuit (empty without
+// Options.Shard).
+func (s *Store) Shards() map[string]State {
+	m := map[string]State{}
+	s.shards.Range(func(k, v any) bool {
+		m[k.(string)] = State(v.(*circuit).state.Load())
+		return true
+	})
+	return m
+}
+
+// Ready reports whether calls go to the store: no circuit is open. With
+// Options.Shard, a deployment that prefers to stay ready while one shard
+// is down checks [Store.Shards] instead.
 func (s *Store) Ready() bool { return s.State() != Open }
 
 // Stats returns the counters.
@@ -200,7 +244,7 @@ func (s *Store) Stats() Stats {
 // Close closes the inner store.
 func (s *Store) Close() error { return s.inner.Close() }
 
-// outcome of one call.
+// outcome of one call for one circuit.
 type outcome uint8
 
 const (
@@ -209,70 +253,148 @@ const (
 	failure
 )
 
+// circuitOf returns the circuit of an op's key.
+func (s *Store) circuitOf(key string) *circuit {
+	if s.shard == nil {
+		return &s.one
+	}
+	name := s.shard(key)
+	if c, ok := s.shards.Load(name); ok {
+		return c.(*circuit)
+	}
+	c, _ := s.shards.LoadOrStore(name, &circuit{name: name})
+	return c.(*circuit)
+}
+
+// pass is one circuit's part in a call.
+type pass struct {
+	c      *circuit
+	probe  bool
+	ok     bool
+	result outcome
+}
+
 // Decide implements [floodgate.Store]: it calls the inner store under the
-// deadline when the circuit lets it, or sets every op's Err to [ErrOpen]
-// and returns ErrOpen.
+// deadline with the ops whose circuit lets them through, and sets the Err
+// of the others to [ErrOpen]. It returns the first op error, or ErrOpen when
+// no op was let through.
 func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	s.calls.Add(1)
-	probe := false
-	if st := State(s.state.Load()); st != Closed {
-		var ok bool
-		if st == Open && time.Now().UnixNano()-s.openedAt.Load() < int64(s.cooldown) {
-			ok = false
-		} else {
-			probe, ok = s.admitProbe()
+	var buf [4]pass
+	passes := buf[:0]
+	var which []int // which[i] is the index in passes of ops[i]'s circuit, with Shard
+	if s.shard == nil || len(ops) == 0 {
+		passes = append(passes, pass{c: &s.one})
+	} else {
+		which = make([]int, len(ops))
+		for i := range ops {
+			c := s.circuitOf(ops[i].Key)
+			k := -1
+			for j := range passes {
+				if passes[j].c == c {
+					k = j
+					break
+				}
+			}
+			if k < 0 {
+				k = len(passes)
+				passes = append(passes, pass{c: c})
+			}
+			which[i] = k
 		}
-		if !ok {
-			s.rejected.Add(1)
-			for i := range ops {
+	}
+	admitted := 0
+	for j := range passes {
+		passes[j].probe, passes[j].ok = s.admit(passes[j].c)
+		if passes[j].ok {
+			admitted++
+		}
+	}
+	if admitted == 0 {
+		s.rejected.Add(1)
+		for i := range ops {
+			ops[i].Err = ErrOpen
+		}
+		return ErrOpen
+	}
+	call := ops
+	var back []int // indexes in ops of call's ops, when some are refused
+	if admitted < len(passes) {
+		s.rejected.Add(1)
+		call = make([]floodgate.Op, 0, len(ops))
+		for i := range ops {
+			if passes[which[i]].ok {
+				call = append(call, ops[i])
+				back = append(back, i)
+			} else {
 				ops[i].Err = ErrOpen
 			}
-			return ErrOpen
 		}
 	}
-	for i := range ops {
-		ops[i].Result = floodgate.Result{}
-		ops[i].Err = nil
+	for i := range call {
+		call[i].Result = floodgate.Result{}
+		call[i].Err = nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err := s.inner.Decide(cctx, ops)
+	err := s.inner.Decide(cctx, call)
 	timedOut := cctx.Err() != nil
 	cancel()
-	out := s.classify(ctx, ops, err)
-	if out == failure {
-		s.failed.Add(1)
-		if timedOut {
-			s.timeouts.Add(1)
+	for k, i := range back {
+		ops[i] = call[k]
+	}
+	if which == nil {
+		passes[0].result = classify(ctx, ops, err)
+	} else {
+		for j := range passes {
+			if passes[j].ok {
+				passes[j].result = classifyOf(ctx, ops, err, which, j)
+			}
 		}
 	}
-	if probe {
-		s.endProbe(out, err)
-		return err
-	}
-	switch out {
-	case success:
-		if s.run.Load() != 0 {
-			s.run.Store(0)
+	for j := range passes {
+		p := &passes[j]
+		if !p.ok {
+			continue
 		}
-	case failure:
-		if s.run.Add(1) >= s.failures {
-			s.trip(err)
+		if p.result == failure {
+			s.failed.Add(1)
+			if timedOut {
+				s.timeouts.Add(1)
+			}
+		}
+		s.record(p.c, p.probe, p.result, err)
+	}
+	if err == nil && back != nil {
+		for i := range ops {
+			if ops[i].Err != nil {
+				return ops[i].Err
+			}
 		}
 	}
 	return err
 }
 
 // classify tells whether a call decided anything.
-func (s *Store) classify(ctx context.Context, ops []floodgate.Op, err error) outcome {
+func classify(ctx context.Context, ops []floodgate.Op, err error) outcome {
+	return classifyOf(ctx, ops, err, nil, 0)
+}
+
+// classifyOf is classify over the ops i with which[i] == j (every op when
+// which is nil).
+func classifyOf(ctx context.Context, ops []floodgate.Op, err error, which []int, j int) outcome {
 	if err == nil {
 		return success
 	}
 	failed := false
 	for i := range ops {
+		if which != nil && which[i] != j {
+			continue
+		}
 		op := &ops[i]
 		switch {
 		case op.Err == nil && op.Result.Limit != (floodgate.Limit{}):
 			return success
+		case op.Err != nil && errors.Is(op.Err, ErrOpen):
 		case op.Err != nil && !errors.Is(op.Err, floodgate.ErrInvalid):
 			failed = true
 		}
@@ -281,7 +403,7 @@ func (s *Store) classify(ctx context.Context, ops []floodgate.Op, err error) out
 		// The caller gave up: says nothing about the store.
 		return neutral
 	}
-	if !failed && !errors.Is(err, floodgate.ErrInvalid) {
+	if !failed && which == nil && !errors.Is(err, floodgate.ErrInvalid) {
 		// A whole-batch error with no op marked.
 		failed = true
 	}
@@ -291,80 +413,105 @@ func (s *Store) classify(ctx context.Context, ops []floodgate.Op, err error) out
 	return neutral
 }
 
-// admitProbe decides whether a call may pass while the circuit is not
-// closed: it may when it is the probe after the cooldown.
-func (s *Store) admitProbe() (probe, ok bool) {
-	s.mu.Lock()
-	st := State(s.state.Load())
-	switch {
-	case st == Closed:
-		s.mu.Unlock()
+// admit decides whether a call may pass c: always when closed; when open,
+// only as the probe after the cooldown.
+func (s *Store) admit(c *circuit) (probe, ok bool) {
+	st := State(c.state.Load())
+	if st == Closed {
 		return false, true
-	case s.probing:
-		s.mu.Unlock()
-		return false, false
-	case st == Open && time.Now().UnixNano()-s.openedAt.Load() < int64(s.cooldown):
-		s.mu.Unlock()
+	}
+	if st == Open && time.Now().UnixNano()-c.openedAt.Load() < int64(s.cooldown) {
 		return false, false
 	}
-	s.probing = true
-	s.state.Store(int32(HalfOpen))
-	s.mu.Unlock()
+	c.mu.Lock()
+	st = State(c.state.Load())
+	switch {
+	case st == Closed:
+		c.mu.Unlock()
+		return false, true
+	case c.probing:
+		c.mu.Unlock()
+		return false, false
+	case st == Open && time.Now().UnixNano()-c.openedAt.Load() < int64(s.cooldown):
+		c.mu.Unlock()
+		return false, false
+	}
+	c.probing = true
+	c.state.Store(int32(HalfOpen))
+	c.mu.Unlock()
 	if st != HalfOpen {
-		s.changed(st, HalfOpen, nil)
+		s.changed(c, st, HalfOpen, nil)
 	}
 	return true, true
 }
 
-// endProbe closes or reopens the circuit after a probe.
-func (s *Store) endProbe(out outcome, err error) {
-	s.mu.Lock()
-	s.probing = false
+// record applies one call's outcome to c.
+func (s *Store) record(c *circuit, probe bool, out outcome, err error) {
+	if probe {
+		s.endProbe(c, out, err)
+		return
+	}
+	switch out {
+	case success:
+		if c.run.Load() != 0 {
+			c.run.Store(0)
+		}
+	case failure:
+		if c.run.Add(1) >= s.failures {
+			s.trip(c, err)
+		}
+	}
+}
+
+// endProbe closes or reopens c after a probe.
+func (s *Store) endProbe(c *circuit, out outcome, err error) {
+	c.mu.Lock()
+	c.probing = false
 	var to State
 	switch out {
 	case success:
 		to = Closed
-		s.run.Store(0)
+		c.run.Store(0)
 	case failure:
 		to = Open
-		s.openedAt.Store(time.Now().UnixNano())
+		c.openedAt.Store(time.Now().UnixNano())
 	default:
 		// The probe's caller left: the next call probes again.
-		s.mu.Unlock()
+		c.mu.Unlock()
 		return
 	}
-	s.state.Store(int32(to))
-	s.mu.Unlock()
-	s.changed(HalfOpen, to, err)
+	c.state.Store(int32(to))
+	c.mu.Unlock()
+	s.changed(c, HalfOpen, to, err)
 }
 
 // trip opens a closed circuit.
-func (s *Store) trip(err error) {
-	s.mu.Lock()
-	if State(s.state.Load()) != Closed {
-		s.mu.Unlock()
+func (s *Store) trip(c *circuit, err error) {
+	c.mu.Lock()
+	if State(c.state.Load()) != Closed {
+		c.mu.Unlock()
 		return
 	}
-	s.state.Store(int32(Open))
-	s.openedAt.Store(time.Now().UnixNano())
-	s.mu.Unlock()
-	s.changed(Closed, Open, err)
+	c.state.Store(int32(Open))
+	c.openedAt.Store(time.Now().UnixNano())
+	c.mu.Unlock()
+	s.changed(c, Closed, Open, err)
 }
 
 // changed counts, logs and reports a state change, outside the lock.
-func (s *Store) changed(from, to State, err error) {
+func (s *Store) changed(c *circuit, from, to State, err error) {
 	switch to {
 	case Open:
 		s.opened.Add(1)
-		s.logger.Warn("store circuit open: decisions follow the failure policy", "from", from.String(), "failures", s.run.Load(), "cooldown", s.cooldown, "err", err)
+		s.logger.Warn("store circuit open: decisions follow the failure policy", "shard", c.name, "from", from.String(), "failures", c.run.Load(), "cooldown", s.cooldown, "err", err)
 	case HalfOpen:
 		s.halfOpened.Add(1)
-		s.logger.Info("store circuit half-open: probing the store", "from", from.String())
+		s.logger.Info("store circuit half-open: probing the store", "shard", c.name, "from", from.String())
 	case Closed:
 		s.closed.Add(1)
-		s.logger.Info("store circuit closed: the store answers again", "from", from.String())
+		s.logger.Info("store circuit closed: the store answers again", "shard", c.name, "from", from.String())
 	}
 	if s.onChange != nil {
-		s.onChange(from, to)
+		s.onChange(c.name, from, to)
 	}
 }

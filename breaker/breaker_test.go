@@ -41,7 +41,7 @@ func TestCircuit(t *testing.T) {
 	inner := &switchable{Store: mem}
 	var changes []string
 	b := breaker.New(inner, breaker.Options{Failures: 3, Cooldown: 50 * time.Millisecond,
-		OnStateChange: func(from, to breaker.State) { changes = append(changes, from.String()+">"+to.String()) }})
+		OnStateChange: func(_ string, from, to breaker.State) { changes = append(changes, from.String()+">"+to.String()) }})
 	defer b.Close()
 	ctx := context.Background()
 
@@ -149,5 +149,48 @@ func TestDeadline(t *testing.T) {
 	}
 	if b.Stats().Timeouts != 1 {
 		t.Errorf("timeouts %d, want 1", b.Stats().Timeouts)
+	}
+}
+
+// byKey fails the ops whose key is in down.
+type byKey struct {
+	floodgate.Store
+	down map[string]bool
+}
+
+func (s *byKey) Decide(ctx context.Context, ops []floodgate.Op) error {
+	var first error
+	for i := range ops {
+		if s.down[ops[i].Key] {
+			ops[i].Err = errDown
+			first = errDown
+			continue
+		}
+		if err := s.Store.Decide(ctx, ops[i:i+1]); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func TestShards(t *testing.T) {
+	mem := memory.New(memory.Options{})
+	defer mem.Close()
+	inner := &byKey{Store: mem, down: map[string]bool{"a": true}}
+	b := breaker.New(inner, breaker.Options{Failures: 2, Cooldown: time.Hour, Shard: func(k string) string { return k }})
+	lim := ops()[0].Limits
+	mixed := func() []floodgate.Op {
+		return []floodgate.Op{{Key: "a", Limits: lim, Cost: 1}, {Key: "b", Limits: lim, Cost: 1}}
+	}
+	for i := 0; i < 3; i++ {
+		_ = b.Decide(context.Background(), mixed())
+	}
+	if got := b.Shards(); got["a"] != breaker.Open || got["b"] != breaker.Closed || b.State() != breaker.Open {
+		t.Fatalf("shards %v, state %v: want a open, b closed", got, b.State())
+	}
+	o := mixed()
+	err := b.Decide(context.Background(), o)
+	if !errors.Is(err, breaker.ErrOpen) || !errors.Is(o[0].Err, breaker.ErrOpen) || o[1].Err != nil || !o[1].Result.Allowed {
+		t.Fatalf("mixed call with a open: err %v, ops %+v", err, o)
 	}
 }

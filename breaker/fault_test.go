@@ -14,6 +14,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/breaker"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/membership"
@@ -51,7 +52,10 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 100}
 `
 
-var policyKeys = []string{"open", "closed", "local"}
+// desc is one descriptor of the load: a policy key and a client value.
+type desc struct{ key, value string }
+
+var policyDescs = []desc{{"open", "client"}, {"closed", "client"}, {"local", "client"}}
 
 // instance is one floodgate instance in the test process: its Redis store
 // behind a breaker, its membership and its engine.
@@ -74,7 +78,11 @@ func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*i
 			t.Fatal(err)
 		}
 		in := &instance{}
-		in.brk = breaker.New(st, breaker.Options{Timeout: faultTimeout, Failures: 3, Cooldown: 200 * time.Millisecond})
+		bo := breaker.Options{Timeout: faultTimeout, Failures: 3, Cooldown: 200 * time.Millisecond}
+		if opts(i).Cluster {
+			bo.Shard = clusterShard(st)
+		}
+		in.brk = breaker.New(st, bo)
 		in.mem = membership.Start(st, membership.Options{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond})
 		in.eng = engine.NewWithOptions(in.brk, engine.Static(set), engine.Options{Instances: in.mem.Live})
 		ins[i] = in
@@ -97,6 +105,7 @@ type decision struct {
 	start   time.Time
 	latency time.Duration
 	key     string
+	value   string
 	allowed bool
 	policy  rules.FailurePolicy
 	err     error
@@ -106,6 +115,11 @@ type decision struct {
 // policy keys every pace, until stop is closed or each has made max
 // decisions. Every decision is at the instant at, so all fall in one window.
 func load(ins []*instance, workers, max int, pace time.Duration, at time.Time, stop <-chan struct{}) func() []decision {
+	return loadDescs(ins, policyDescs, workers, max, pace, at, stop)
+}
+
+// loadDescs is load over descs.
+func loadDescs(ins []*instance, descs []desc, workers, max int, pace time.Duration, at time.Time, stop <-chan struct{}) func() []decision {
 	var mu sync.Mutex
 	var all []decision
 	var wg sync.WaitGroup
@@ -122,9 +136,9 @@ func load(ins []*instance, workers, max int, pace time.Duration, at time.Time, s
 						return
 					default:
 					}
-					key := policyKeys[(w+i)%len(policyKeys)]
-					d := decision{start: time.Now(), key: key}
-					sts, _, err := in.eng.DecideAt(context.Background(), at, "f", [][]rules.Entry{{{Key: key, Value: "client"}}}, nil)
+					ds := descs[(w+i)%len(descs)]
+					d := decision{start: time.Now(), key: ds.key, value: ds.value}
+					sts, _, err := in.eng.DecideAt(context.Background(), at, "f", [][]rules.Entry{{{Key: ds.key, Value: ds.value}}}, nil)
 					d.latency, d.err = time.Since(d.start), err
 					if err == nil {
 						d.allowed, d.policy = sts[0].Result.Allowed, sts[0].Policy
@@ -271,3 +285,17 @@ type quiet struct{}
 func (quiet) Printf(context.Context, string, ...any) {}
 
 func init() { goredis.SetLogger(quiet{}) }
+
+// clusterShard names the master holding a key's slot, as serve does for a
+// cluster store.
+func clusterShard(st *redisstore.Store) func(string) string {
+	cc := st.Client().(*goredis.ClusterClient)
+	lim := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1, Window: time.Second}
+	return func(key string) string {
+		node, err := cc.MasterForKey(context.Background(), st.Key(key, lim))
+		if err != nil {
+			return ""
+		}
+		return node.Options().Addr
+	}
+}
