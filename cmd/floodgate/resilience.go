@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"github.com/floodgate/floodgate/membership"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
+	redisstore "github.com/floodgate/floodgate/store/redis"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // defaultOnStoreError is serve's failure policy for rules that name none:
@@ -49,12 +53,26 @@ func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger) *re
 	if hb, ok := st.(membership.Heartbeater); ok {
 		r.mem = membership.Start(hb, membership.Options{Assume: cfg.assumeInstances, Logger: logger})
 	}
-	r.brk = breaker.New(st, breaker.Options{
+	bo := breaker.Options{
 		Timeout:  cfg.storeTimeout,
 		Failures: cfg.breakerFailures,
 		Cooldown: cfg.breakerCooldown,
 		Logger:   logger,
-	})
+	}
+	if rs, ok := st.(*redisstore.Store); ok {
+		if cc, ok := rs.Client().(*goredis.ClusterClient); ok {
+			// One circuit per master: a failed master opens only its own.
+			lim := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1, Window: time.Second}
+			bo.Shard = func(key string) string {
+				node, err := cc.MasterForKey(context.Background(), rs.Key(key, lim))
+				if err != nil {
+					return ""
+				}
+				return node.Options().Addr
+			}
+		}
+	}
+	r.brk = breaker.New(st, bo)
 	r.store = r.brk
 	return r
 }
