@@ -37,6 +37,10 @@ local function int(x) return string.format('%d', x) end
 local now, explicit, lease = 0, false, ''
 local clock = nil
 
+-- cache holds the string-state keys of the call: their value as read by
+-- one MGET before the first op and as written since (false: no value).
+local cache = {}
+
 -- With an explicit instant the keys' time to live cannot be derived from the
 -- real clock; keep them a while longer so a slow test does not lose state.
 local SLACK = 0
@@ -58,12 +62,6 @@ local function chunks(t, f)
   for i = 1, #t, 1000 do
     f(unpack(t, i, math.min(i + 999, #t)))
   end
-end
-
-local function split(s)
-  local out = {}
-  for p in string.gmatch(s, '[^:]+') do out[#out + 1] = tonumber(p) end
-  return out
 end
 
 -- String-state algorithms: pure functions of (state, now, cost) as in the
@@ -213,33 +211,53 @@ end
 -- leaves an equivalent state), decide(cost) -> result (charged result,
 -- nothing written), current() -> result, commit(cost) (writes the charge).
 
+-- A string-state limit: st is its state as loaded, f its algorithm; decide
+-- keeps the state it computed so that commit of the same cost reuses it.
+local StringLimit = {}
+StringLimit.__index = StringLimit
+
+function StringLimit:decide(cost)
+  local nx, r = self.f(self.l, self.st, cost)
+  self.nx, self.ncost = nx, cost
+  return r
+end
+
+function StringLimit:current()
+  local _, r = self.f(self.l, self.st, 0)
+  return r
+end
+
+function StringLimit:commit(cost)
+  local l, nx = self.l, self.nx
+  if self.ncost ~= cost then nx = self.f(l, self.st, cost) end
+  local exp = expiresAt(l, nx)
+  if exp <= now then
+    redis.call('DEL', l.k1)
+    cache[l.k1] = false
+  else
+    -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
+    local v = encode(l, nx)
+    redis.call('SET', l.k1, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+    cache[l.k1] = v
+  end
+end
+
+-- parse reads "T", "T:N" or "T:N:P".
+local function parse(raw)
+  local i = string.find(raw, ':', 1, true)
+  if not i then return tonumber(raw) or 0, 0, 0 end
+  local t = tonumber(string.sub(raw, 1, i - 1)) or 0
+  local j = string.find(raw, ':', i + 1, true)
+  if not j then return t, tonumber(string.sub(raw, i + 1)) or 0, 0 end
+  return t, tonumber(string.sub(raw, i + 1, j - 1)) or 0, tonumber(string.sub(raw, j + 1)) or 0
+end
+
 local function stringLimit(l)
-  local raw = redis.call('GET', l.k1)
+  local raw = cache[l.k1]
+  if raw == nil then raw = redis.call('GET', l.k1) end
   local st = {T = 0, N = 0, P = 0}
-  if raw then
-    local v = split(raw)
-    st.T = v[1] or 0
-    st.N = v[2] or 0
-    st.P = v[3] or 0
-  end
-  local f = pure[l.alg]
-  local o = {}
-  function o.decide(cost) local _, r = f(l, st, cost) return r end
-  function o.current()
-    local _, r = f(l, st, 0)
-    return r
-  end
-  function o.commit(cost)
-    local nx = f(l, st, cost)
-    local exp = expiresAt(l, nx)
-    if exp <= now then
-      redis.call('DEL', l.k1)
-    else
-      -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
-      redis.call('SET', l.k1, encode(l, nx), 'PX', int(cdiv(exp - now, 1000) + SLACK))
-    end
-  end
-  return o
+  if raw then st.T, st.N, st.P = parse(raw) end
+  return setmetatable({l = l, st = st, f = pure[l.alg]}, StringLimit)
 end
 
 -- Sliding window log: k1 is a sorted set of events (score: instant, member:
@@ -286,7 +304,7 @@ local function logLimit(l)
     return r
   end
   local o = {}
-  function o.decide(cost)
+  function o:decide(cost)
     if cost > q then
       local r = result(nil) r.retry = NEVER return r
     end
@@ -308,8 +326,8 @@ local function logLimit(l)
     end
     return r
   end
-  function o.current() return result(nil) end
-  function o.commit(cost)
+  function o:current() return result(nil) end
+  function o:commit(cost)
     redis.call('ZADD', z, int(now), int(now) .. ':' .. int(seq) .. ':' .. int(cost))
     redis.call('SET', s, int(sum + cost))
     local exp = math.max(now, last or now) + w
@@ -366,7 +384,7 @@ local function leaseLimit(l)
     return r
   end
   local o = {}
-  function o.decide(cost)
+  function o:decide(cost)
     if units then
       -- Renewal keeps the lease's units and moves its expiry.
       return result(true, held, math.max(last or 0, now + w))
@@ -397,8 +415,8 @@ local function leaseLimit(l)
     end
     return r
   end
-  function o.current() return result(true, held, last) end
-  function o.commit(cost)
+  function o:current() return result(true, held, last) end
+  function o:commit(cost)
     if units then
       redis.call('ZADD', z, int(now + w), member)
     else
@@ -415,7 +433,7 @@ local function leaseLimit(l)
     ttl(h, exp)
   end
   -- release removes the lease and reports whether it was held.
-  function o.release()
+  function o:release()
     if not units then return false end
     redis.call('ZREM', z, member)
     held = held - units
@@ -466,8 +484,8 @@ local function decideOp(specs, opcost, release)
     local held = false
     local rs = {}
     for i = 1, nlim do
-      if limits[i].release and limits[i].release() then held = true end
-      local r = limits[i].current()
+      if limits[i].release and limits[i]:release() then held = true end
+      local r = limits[i]:current()
       r.allowed = true
       rs[i] = r
     end
@@ -480,9 +498,9 @@ local function decideOp(specs, opcost, release)
   local rs = {}
   local all = true
   for i = 1, nlim do
-    local r = limits[i].decide(cost)
+    local r = limits[i]:decide(cost)
     if peek then
-      local cur = limits[i].current()
+      local cur = limits[i]:current()
       r.remaining, r.reset = cur.remaining, cur.reset
     end
     if not r.allowed then all = false end
@@ -490,7 +508,7 @@ local function decideOp(specs, opcost, release)
   end
   if peek then return flat(all, rs) end
   if all then
-    for i = 1, nlim do limits[i].commit(cost) end
+    for i = 1, nlim do limits[i]:commit(cost) end
     return flat(true, rs)
   end
   if nlim > 1 then
@@ -498,7 +516,7 @@ local function decideOp(specs, opcost, release)
     -- they stand.
     for i = 1, nlim do
       if rs[i].allowed then
-        local cur = limits[i].current()
+        local cur = limits[i]:current()
         rs[i].remaining, rs[i].reset = cur.remaining, cur.reset
       end
     end
@@ -506,27 +524,13 @@ local function decideOp(specs, opcost, release)
   return flat(false, rs)
 end
 
--- The ops, in order. A failed Redis command (a key of the wrong type, out of
--- memory) fails its op alone, as it would in a call of its own; what the op
--- wrote before the failure stays written, as it would too.
-local replies = {}
+-- The ops, read from ARGV and KEYS.
+local ops = {}
+local strs, seen = {}, {}
 local a, ki = 2, 1
 for o = 1, tonumber(ARGV[1]) do
-  now = tonumber(ARGV[a])
-  explicit = now ~= 0
-  if explicit then
-    SLACK = 600000
-  else
-    if not clock then
-      local t = redis.call('TIME')
-      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    now = clock
-    SLACK = 0
-  end
-  local opcost = tonumber(ARGV[a + 1])
-  local release = ARGV[a + 2] == 'r'
-  lease = ARGV[a + 3]
+  local op = {now = tonumber(ARGV[a]), cost = tonumber(ARGV[a + 1]), release = ARGV[a + 2] == 'r',
+              lease = ARGV[a + 3]}
   local nlim = tonumber(ARGV[a + 4])
   a = a + 5
   local specs = {}
@@ -539,10 +543,56 @@ for o = 1, tonumber(ARGV[1]) do
     if l.alg == 'sl' or l.alg == 'cc' then
       l.k2 = KEYS[ki]
       ki = ki + 1
+    elseif not seen[l.k1] then
+      seen[l.k1] = true
+      strs[#strs + 1] = l.k1
     end
     specs[i] = l
   end
-  local ok, reply = pcall(decideOp, specs, opcost, release)
+  op.specs = specs
+  ops[o] = op
+end
+
+-- Read every string-state key at once. MGET answers nil for a key of
+-- another type, where GET fails; if any key MGET found empty exists, those
+-- keys are left to GET, so that such an op fails as it would alone.
+local missing = {}
+local n = 0
+chunks(strs, function(...)
+  local vs = redis.call('MGET', ...)
+  for i = 1, #vs do
+    n = n + 1
+    cache[strs[n]] = vs[i]
+    if not vs[i] then missing[#missing + 1] = strs[n] end
+  end
+end)
+if #missing > 0 then
+  local exist = 0
+  chunks(missing, function(...) exist = exist + redis.call('EXISTS', ...) end)
+  if exist > 0 then
+    for _, k in ipairs(missing) do cache[k] = nil end
+  end
+end
+
+-- The ops, in order. A failed Redis command (a key of the wrong type, out of
+-- memory) fails its op alone, as it would in a call of its own; what the op
+-- wrote before the failure stays written, as it would too.
+local replies = {}
+for o, op in ipairs(ops) do
+  now = op.now
+  explicit = now ~= 0
+  if explicit then
+    SLACK = 600000
+  else
+    if not clock then
+      local t = redis.call('TIME')
+      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    now = clock
+    SLACK = 0
+  end
+  lease = op.lease
+  local ok, reply = pcall(decideOp, op.specs, op.cost, op.release)
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = tostring(reply)
