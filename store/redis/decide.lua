@@ -4,10 +4,11 @@
 -- number stays below 2^53, so doubles are exact; every division goes
 -- through fdiv, which corrects a floor that is off by one.
 --
--- ARGV: number of ops, then per op: now (0 = read Redis TIME, once per
---       call), cost, mode ("a" acquire, "r" release), lease, number of
---       limits, then per limit: algorithm, quota, window (µs), p1, p2, p3
---       (see below).
+-- ARGV: number of ops, number of limits, then per limit: algorithm, quota,
+--       window (µs), p1, p2, p3 (see below); then per op: now (0 = read
+--       Redis TIME, once per call), cost, mode ("a" acquire, "r" release),
+--       lease, number of limits, then the number of each of its limits in
+--       the list above (from 1).
 -- KEYS: per op, per limit, one key; two for sliding_window_log (events,
 --       sum) and concurrency (expiries, units).
 -- Returns one reply per op: {flag, then per limit: allowed, remaining,
@@ -527,7 +528,13 @@ end
 -- The ops, read from ARGV and KEYS.
 local ops = {}
 local strs, seen = {}, {}
-local a, ki = 2, 1
+local lims = {}
+local a, ki = 3, 1
+for i = 1, tonumber(ARGV[2]) do
+  lims[i] = {alg = ARGV[a], q = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]),
+             p1 = tonumber(ARGV[a + 3]), p2 = tonumber(ARGV[a + 4]), p3 = tonumber(ARGV[a + 5])}
+  a = a + 6
+end
 for o = 1, tonumber(ARGV[1]) do
   local op = {now = tonumber(ARGV[a]), cost = tonumber(ARGV[a + 1]), release = ARGV[a + 2] == 'r',
               lease = ARGV[a + 3]}
@@ -535,9 +542,9 @@ for o = 1, tonumber(ARGV[1]) do
   a = a + 5
   local specs = {}
   for i = 1, nlim do
-    local l = {alg = ARGV[a], q = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]),
-               p1 = tonumber(ARGV[a + 3]), p2 = tonumber(ARGV[a + 4]), p3 = tonumber(ARGV[a + 5])}
-    a = a + 6
+    local d = lims[tonumber(ARGV[a])]
+    local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3}
+    a = a + 1
     l.k1 = KEYS[ki]
     ki = ki + 1
     if l.alg == 'sl' or l.alg == 'cc' then

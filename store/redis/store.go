@@ -209,10 +209,11 @@ const MaxOpsPerCall = 128
 // call is one script call: ops that share a cluster slot (every op, on a
 // standalone server or behind Sentinel), decided in order by one EVALSHA.
 type call struct {
-	ops  []*floodgate.Op
-	keys []string
-	args []any
-	cmd  *goredis.Cmd
+	ops    []*floodgate.Op
+	keys   []string
+	args   []any // the ops' arguments
+	limits []floodgate.Limit
+	cmd    *goredis.Cmd
 }
 
 // Decide implements [floodgate.Store]. The valid ops of the batch are grouped
@@ -318,14 +319,13 @@ func (s *Store) group(ops []floodgate.Op) []call {
 	return calls
 }
 
-// add appends op's keys and arguments to the call. args[0], the number of
-// ops, is kept up to date.
+// add appends op's keys and arguments to the call; a limit already listed
+// in the call is named by its number.
 func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 	if c.args == nil {
-		c.args = append(make([]any, 0, 1+11*MaxOpsPerCall/4), 0)
+		c.args = make([]any, 0, 6*MaxOpsPerCall/4)
 	}
 	c.ops = append(c.ops, op)
-	c.args[0] = len(c.ops)
 	mode := "a"
 	if op.Release {
 		mode = "r"
@@ -334,21 +334,47 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 	for _, l := range op.Limits {
 		k := s.limitKey(escaped, l)
 		c.keys = append(c.keys, k)
-		w := l.Window.Microseconds()
-		var p1, p2, p3 int64
 		switch l.Algorithm {
 		case floodgate.SlidingWindowLog:
 			c.keys = append(c.keys, k+":sum")
 		case floodgate.Concurrency:
 			c.keys = append(c.keys, k+":units")
+		}
+		n := -1
+		if len(c.limits) <= 32 {
+			for i, x := range c.limits {
+				if x == l {
+					n = i
+					break
+				}
+			}
+		}
+		if n < 0 {
+			n = len(c.limits)
+			c.limits = append(c.limits, l)
+		}
+		c.args = append(c.args, n+1)
+	}
+}
+
+// argv returns the script's ARGV: the number of ops and of limits, each
+// limit, then the ops' arguments.
+func (c *call) argv() []any {
+	args := make([]any, 0, 2+6*len(c.limits)+len(c.args))
+	args = append(args, len(c.ops), len(c.limits))
+	for _, l := range c.limits {
+		w := l.Window.Microseconds()
+		var p1, p2, p3 int64
+		switch l.Algorithm {
 		case floodgate.TokenBucket:
 			g := gcd(l.Quota, w)
 			p1, p2, p3 = l.Quota/g, w/g, l.Capacity()
 		case floodgate.GCRA:
 			p1, p3 = (w+l.Quota-1)/l.Quota, l.Capacity()
 		}
-		c.args = append(c.args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
+		args = append(args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
 	}
+	return append(args, c.args...)
 }
 
 // finish sets every op's Result or Err from the call's reply.
@@ -387,9 +413,9 @@ func (s *Store) run(ctx context.Context, calls []call, sha bool) {
 	if len(calls) == 1 {
 		c := &calls[0]
 		if sha {
-			c.cmd = s.client.EvalSha(ctx, scriptSHA, c.keys, c.args...)
+			c.cmd = s.client.EvalSha(ctx, scriptSHA, c.keys, c.argv()...)
 		} else {
-			c.cmd = s.client.Eval(ctx, decideScript, c.keys, c.args...)
+			c.cmd = s.client.Eval(ctx, decideScript, c.keys, c.argv()...)
 		}
 		return
 	}
@@ -397,9 +423,9 @@ func (s *Store) run(ctx context.Context, calls []call, sha bool) {
 	for i := range calls {
 		c := &calls[i]
 		if sha {
-			c.cmd = pipe.EvalSha(ctx, scriptSHA, c.keys, c.args...)
+			c.cmd = pipe.EvalSha(ctx, scriptSHA, c.keys, c.argv()...)
 		} else {
-			c.cmd = pipe.Eval(ctx, decideScript, c.keys, c.args...)
+			c.cmd = pipe.Eval(ctx, decideScript, c.keys, c.argv()...)
 		}
 	}
 	// Each command carries its own error; the first is returned here too.
