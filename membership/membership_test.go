@@ -40,9 +40,10 @@ func TestMembership(t *testing.T) {
 	for _, m := range ms {
 		waitLive(t, m, 3)
 	}
-	// A closed instance leaves at once.
+	// A closed instance leaves (the others believe the lower count after a TTL).
 	ms[2].Close()
 	waitLive(t, ms[0], 2)
+	waitLive(t, ms[1], 2)
 
 	// The store goes away: the last count is kept.
 	srv.Kill()
