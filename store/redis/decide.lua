@@ -525,68 +525,91 @@ local function decideOp(specs, opcost, release)
   return flat(false, rs)
 end
 
--- The ops, read from ARGV and KEYS.
-local ops = {}
-local strs, seen = {}, {}
+-- The limits of the call.
 local lims = {}
-local a, ki = 3, 1
+local a = 3
 for i = 1, tonumber(ARGV[2]) do
   lims[i] = {alg = ARGV[a], q = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]),
              p1 = tonumber(ARGV[a + 3]), p2 = tonumber(ARGV[a + 4]), p3 = tonumber(ARGV[a + 5])}
   a = a + 6
 end
-for o = 1, tonumber(ARGV[1]) do
-  local op = {now = tonumber(ARGV[a]), cost = tonumber(ARGV[a + 1]), release = ARGV[a + 2] == 'r',
-              lease = ARGV[a + 3]}
+local first = a
+
+-- The string-state keys of the ops, each once.
+local strs, seen = {}, {}
+local ki = 1
+for _ = 1, tonumber(ARGV[1]) do
   local nlim = tonumber(ARGV[a + 4])
   a = a + 5
-  local specs = {}
-  for i = 1, nlim do
-    local d = lims[tonumber(ARGV[a])]
-    local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3}
+  for _ = 1, nlim do
+    local alg = lims[tonumber(ARGV[a])].alg
     a = a + 1
-    l.k1 = KEYS[ki]
-    ki = ki + 1
-    if l.alg == 'sl' or l.alg == 'cc' then
-      l.k2 = KEYS[ki]
+    if alg == 'sl' or alg == 'cc' then
+      ki = ki + 2
+    else
+      local k = KEYS[ki]
+      if not seen[k] then
+        seen[k] = true
+        strs[#strs + 1] = k
+      end
       ki = ki + 1
-    elseif not seen[l.k1] then
-      seen[l.k1] = true
-      strs[#strs + 1] = l.k1
     end
-    specs[i] = l
   end
-  op.specs = specs
-  ops[o] = op
 end
 
--- Read every string-state key at once. MGET answers nil for a key of
--- another type, where GET fails; if any key MGET found empty exists, those
--- keys are left to GET, so that such an op fails as it would alone.
-local missing = {}
-local n = 0
-chunks(strs, function(...)
-  local vs = redis.call('MGET', ...)
-  for i = 1, #vs do
-    n = n + 1
-    cache[strs[n]] = vs[i]
-    if not vs[i] then missing[#missing + 1] = strs[n] end
+-- Read them all at once when there are several. MGET answers nil for a key
+-- of another type, where GET fails; if any key MGET found empty exists,
+-- those keys are left to GET, so that such an op fails as it would alone.
+if #strs > 1 then
+  local missing = {}
+  local n = 0
+  chunks(strs, function(...)
+    local vs = redis.call('MGET', ...)
+    for i = 1, #vs do
+      n = n + 1
+      cache[strs[n]] = vs[i]
+      if not vs[i] then missing[#missing + 1] = strs[n] end
+    end
+  end)
+  if #missing > 0 then
+    local exist = 0
+    chunks(missing, function(...) exist = exist + redis.call('EXISTS', ...) end)
+    if exist > 0 then
+      for _, k in ipairs(missing) do cache[k] = nil end
+    end
   end
-end)
-if #missing > 0 then
-  local exist = 0
-  chunks(missing, function(...) exist = exist + redis.call('EXISTS', ...) end)
-  if exist > 0 then
-    for _, k in ipairs(missing) do cache[k] = nil end
+end
+
+-- fast decides an acquisition of cost > 0 under one string-state limit d
+-- whose key is k, as decideOp would with less work.
+local function fast(d, k, cost)
+  local raw = cache[k]
+  if raw == nil then raw = redis.call('GET', k) end
+  local st = {T = 0, N = 0, P = 0}
+  if raw then st.T, st.N, st.P = parse(raw) end
+  local nx, r = pure[d.alg](d, st, cost)
+  if r.allowed then
+    local exp = expiresAt(d, nx)
+    if exp <= now then
+      redis.call('DEL', k)
+      cache[k] = false
+    else
+      local v = encode(d, nx)
+      redis.call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+      cache[k] = v
+    end
+    return {1, 1, r.remaining, r.reset, r.retry}
   end
+  return {0, 0, r.remaining, r.reset, r.retry}
 end
 
 -- The ops, in order. A failed Redis command (a key of the wrong type, out of
 -- memory) fails its op alone, as it would in a call of its own; what the op
 -- wrote before the failure stays written, as it would too.
 local replies = {}
-for o, op in ipairs(ops) do
-  now = op.now
+a, ki = first, 1
+for o = 1, tonumber(ARGV[1]) do
+  now = tonumber(ARGV[a])
   explicit = now ~= 0
   if explicit then
     SLACK = 600000
@@ -598,8 +621,30 @@ for o, op in ipairs(ops) do
     now = clock
     SLACK = 0
   end
-  lease = op.lease
-  local ok, reply = pcall(decideOp, op.specs, op.cost, op.release)
+  local cost = tonumber(ARGV[a + 1])
+  local release = ARGV[a + 2] == 'r'
+  lease = ARGV[a + 3]
+  local nlim = tonumber(ARGV[a + 4])
+  a = a + 5
+  local ok, reply
+  local d = lims[tonumber(ARGV[a])]
+  if nlim == 1 and not release and cost > 0 and pure[d.alg] then
+    ok, reply = pcall(fast, d, KEYS[ki], cost)
+    a, ki = a + 1, ki + 1
+  else
+    local specs = {}
+    for i = 1, nlim do
+      d = lims[tonumber(ARGV[a])]
+      local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki]}
+      a, ki = a + 1, ki + 1
+      if l.alg == 'sl' or l.alg == 'cc' then
+        l.k2 = KEYS[ki]
+        ki = ki + 1
+      end
+      specs[i] = l
+    end
+    ok, reply = pcall(decideOp, specs, cost, release)
+  end
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = tostring(reply)
