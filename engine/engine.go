@@ -44,6 +44,16 @@
 // Options.OnStoreError is FailureDefault, as with [New]) Decide returns an
 // error wrapping [ErrStore]; so it does for invalid input
 // ([floodgate.ErrInvalid]) and when ctx itself has ended.
+//
+// [Engine.DecideOp] decides one op with inline limits (the HTTP API's POST
+// /v1/check) with the same store and the same failure handling, under
+// [Options.OnStoreError].
+//
+// # Observing
+//
+// [Options.Observe] is told of every call, with the front it came through
+// ([WithFront], or [Options.Front]): package metrics counts decisions by
+// rule and outcome with it.
 package engine
 
 import (
@@ -168,6 +178,43 @@ type Options struct {
 	// approx.Store). Default nil: the engine's store decides every rule.
 	// The engine does not close it.
 	Approximate floodgate.Store
+	// Front names the front of decisions whose context names none (see
+	// [WithFront]): serve's gRPC listener leaves its contexts unnamed and
+	// sets FrontGRPC here. Default "".
+	Front string
+	// Observe, when set, is called once at the end of every Decide,
+	// DecideAt and DecideOp call, on the caller's goroutine: front is the
+	// context's front ([FrontOf]) or Options.Front, set the rules the call
+	// matched against (nil for DecideOp or with no rules), sts the statuses
+	// (nil when err is not nil). It must be fast, must not block, and must
+	// not keep sts. For metrics (package metrics). Default nil.
+	Observe func(front, domain string, set *rules.Set, sts []Status, err error)
+}
+
+// The fronts, as [WithFront] and [Options.Front] name them.
+const (
+	FrontGRPC       = "grpc"       // Envoy's RateLimitService over gRPC
+	FrontHTTPJSON   = "http_json"  // Envoy's RateLimitService as POST /json
+	FrontCheck      = "v1_check"   // the HTTP API's POST /v1/check (inline limits)
+	FrontMiddleware = "middleware" // the net/http middleware
+	FrontGateway    = "gateway"    // the reverse-proxy gateway
+)
+
+// frontKey is the context key of [WithFront].
+type frontKey struct{}
+
+// WithFront returns ctx naming the front a decision comes through, for
+// [Options.Observe]. Fronts that share an engine with another front set it
+// (POST /json beside gRPC); a front alone on its engine can rely on
+// [Options.Front] instead, at no cost per request.
+func WithFront(ctx context.Context, front string) context.Context {
+	return context.WithValue(ctx, frontKey{}, front)
+}
+
+// FrontOf returns the front ctx names (see [WithFront]), "" when none.
+func FrontOf(ctx context.Context) string {
+	f, _ := ctx.Value(frontKey{}).(string)
+	return f
 }
 
 // Stats count, since the engine was created, the descriptors the store
@@ -267,6 +314,84 @@ func (e *Engine) DecideAt(ctx context.Context, now time.Time, domain string, des
 }
 
 func (e *Engine) decide(ctx context.Context, now int64, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
+	var set *rules.Set
+	if e.rules != nil {
+		set = e.rules()
+	}
+	sts, code, err := e.decideWith(ctx, set, now, domain, descriptors, hits)
+	if e.opts.Observe != nil {
+		e.observe(ctx, domain, set, sts, err)
+	}
+	return sts, code, err
+}
+
+// observe reports one call to Options.Observe.
+func (e *Engine) observe(ctx context.Context, domain string, set *rules.Set, sts []Status, err error) {
+	front := FrontOf(ctx)
+	if front == "" {
+		front = e.opts.Front
+	}
+	e.opts.Observe(front, domain, set, sts, err)
+}
+
+// DecideOp decides one op with inline limits, under no rule (the HTTP
+// API's POST /v1/check), in the engine's store. When the store cannot
+// decide it, [Options.OnStoreError] does, as for a rule that names no
+// policy: the status then carries Policy and StoreErr, and fail_closed
+// denies with RetryAfter [Options.FailClosedRetryAfter]. The status's
+// Match holds op's key and limits and no rule; its Code is OverLimit when
+// the op was denied (a release is always OK). op.Result, op.Each (when
+// set) and op.Err are set as the store sets them.
+//
+// The error wraps [floodgate.ErrInvalid] for an invalid op, or [ErrStore]
+// when neither the store nor a policy could decide (no OnStoreError, or
+// ctx ended).
+func (e *Engine) DecideOp(ctx context.Context, op *floodgate.Op) (Status, error) {
+	st, err := e.decideOp(ctx, op)
+	if e.opts.Observe != nil {
+		var sts []Status
+		if err == nil {
+			sts = []Status{st}
+		}
+		e.observe(ctx, "", nil, sts, err)
+	}
+	return st, err
+}
+
+func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op) (Status, error) {
+	if err := op.Check(); err != nil {
+		op.Err = err
+		return Status{}, err
+	}
+	sts := []Status{{Code: OK, Match: rules.Match{Key: op.Key, Limits: op.Limits}, Hits: op.Cost}}
+	ops := []floodgate.Op{*op}
+	ops[0].Result, ops[0].Err = floodgate.Result{}, nil
+	err := e.store.Decide(ctx, ops)
+	if err == nil {
+		err = ops[0].Err
+	}
+	if err != nil {
+		if ferr := e.fallback(ctx, "", ops, []int{0}, sts, err); ferr != nil {
+			*op = ops[0]
+			if op.Err == nil {
+				op.Err = err
+			}
+			return Status{}, ferr
+		}
+	}
+	*op = ops[0]
+	st := sts[0]
+	st.Decided = true
+	st.Result = op.Result
+	st.Each = op.Each
+	if !op.Result.Allowed && !op.Release {
+		st.Code = OverLimit
+	}
+	return st, nil
+}
+
+// decideWith is decide under the rules set.
+func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
 	if hits != nil && len(hits) != len(descriptors) {
 		return nil, Unknown, fmt.Errorf("engine: %d hits for %d descriptors: %w", len(hits), len(descriptors), floodgate.ErrInvalid)
 	}
@@ -274,10 +399,6 @@ func (e *Engine) decide(ctx context.Context, now int64, domain string, descripto
 		if err := floodgate.ValidateCost(h); err != nil {
 			return nil, Unknown, fmt.Errorf("engine: descriptor %d: hits %d: %w", i, h, err)
 		}
-	}
-	var set *rules.Set
-	if e.rules != nil {
-		set = e.rules()
 	}
 	ms, ok := set.MatchRequest(domain, descriptors)
 	sts := make([]Status, len(descriptors))
@@ -397,9 +518,9 @@ func (e *Engine) fallback(ctx context.Context, domain string, ops []floodgate.Op
 		}
 		e.storeErrors.Add(1)
 		st := &sts[idx[j]]
-		pol := st.Match.Rule.OnStoreError
-		if pol == rules.FailureDefault {
-			pol = e.opts.OnStoreError
+		pol := e.opts.OnStoreError
+		if r := st.Match.Rule; r != nil && r.OnStoreError != rules.FailureDefault {
+			pol = r.OnStoreError
 		}
 		if pol == rules.FailureDefault || errors.Is(serr, floodgate.ErrInvalid) || ctx.Err() != nil {
 			e.unhandled.Add(1)
@@ -461,7 +582,7 @@ func (e *Engine) decideLocal(ctx context.Context, domain string, ops []floodgate
 		for k, l := range op.Limits {
 			limits[k] = Share(l, n)
 		}
-		lops[i] = floodgate.Op{Key: op.Key, Limits: limits, Cost: op.Cost, Lease: op.Lease, Now: op.Now, Each: make([]floodgate.Result, len(limits))}
+		lops[i] = floodgate.Op{Key: op.Key, Limits: limits, Cost: op.Cost, Lease: op.Lease, Release: op.Release, Now: op.Now, Each: make([]floodgate.Result, len(limits))}
 	}
 	if err := e.local.Decide(ctx, lops); err != nil {
 		e.unhandled.Add(uint64(len(local)))
