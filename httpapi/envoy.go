@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/engine"
 )
 
 // RateLimitService is what POST /json answers with: Envoy's
@@ -52,7 +53,7 @@ func (h *Handler) envoyJSON(w http.ResponseWriter, r *http.Request, svc RateLimi
 		writeJSON(w, http.StatusBadRequest, Problem{Error: "body is not a RateLimitRequest: " + err.Error()})
 		return
 	}
-	resp, err := svc.ShouldRateLimit(r.Context(), &req)
+	resp, err := svc.ShouldRateLimit(engine.WithFront(r.Context(), engine.FrontHTTPJSON), &req)
 	if err != nil {
 		st := status.Convert(err)
 		code := http.StatusServiceUnavailable

@@ -7,7 +7,10 @@
 //     limits; see [CheckRequest] and [CheckResponse]. 200 when allowed, 429
 //     when denied (with a Retry-After header), 400 for a bad request (with a
 //     [Problem] naming the field), 413 for a body over [MaxBodyBytes], 405 for
-//     another method, 503 when the store cannot decide.
+//     another method. When the store cannot decide, the engine's failure
+//     policy does (see [Handler.UseEngine]): 200 for fail_open, 429 for
+//     fail_closed, the local limiter's answer for local, with "policy" set in
+//     the body; 503 when no policy applies.
 //   - GET /healthz answers 200 "ok" while the process serves.
 //   - POST /json is Envoy's RateLimitService as protojson, when
 //     [Handler.HandleEnvoy] is called: 200 when OK, 429 when OVER_LIMIT.
@@ -35,6 +38,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/engine"
 )
 
 // MaxBodyBytes is the largest request body accepted; larger bodies get 413.
@@ -47,6 +51,7 @@ const MaxLimits = 32
 // usable. It is safe for concurrent use.
 type Handler struct {
 	store  floodgate.Store
+	engine *engine.Engine
 	logger *slog.Logger
 	mux    *http.ServeMux
 }
@@ -54,17 +59,25 @@ type Handler struct {
 var _ http.Handler = (*Handler)(nil)
 
 // New returns a Handler deciding with store and logging to logger (nil
-// discards logs). The handler does not close the store.
+// discards logs), with no failure policy: POST /v1/check answers 503 when
+// the store cannot decide. The handler does not close the store.
 func New(store floodgate.Store, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{store: store, logger: logger, mux: http.NewServeMux()}
+	h := &Handler{store: store, engine: engine.New(store, nil, nil), logger: logger, mux: http.NewServeMux()}
 	h.mux.HandleFunc("/v1/check", h.check)
 	h.mux.HandleFunc("/healthz", h.healthz)
 	h.mux.HandleFunc("/", h.notFound)
 	return h
 }
+
+// UseEngine makes POST /v1/check decide through e ([engine.Engine.DecideOp]):
+// with e's store, under e's default failure policy
+// ([engine.Options.OnStoreError]) when the store cannot decide, and told to
+// e's observer as front [engine.FrontCheck]. e should decide with the
+// handler's store. Call it before serving.
+func (h *Handler) UseEngine(e *engine.Engine) { h.engine = e }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -145,6 +158,10 @@ type CheckResponse struct {
 	// Limits holds each limit's own result, in request order, when the
 	// request used "limits".
 	Limits []CheckResponse `json:"limits,omitempty"`
+	// Policy is the failure policy that decided because the store could
+	// not ("fail_open", "fail_closed" or "local"); absent when the store
+	// decided.
+	Policy string `json:"policy,omitempty"`
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
@@ -181,11 +198,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) {
 	if multi {
 		op.Each = make([]floodgate.Result, len(op.Limits))
 	}
-	ops := []floodgate.Op{op}
-	err := h.store.Decide(r.Context(), ops)
-	if err == nil {
-		err = ops[0].Err
-	}
+	st, err := h.engine.DecideOp(engine.WithFront(r.Context(), engine.FrontCheck), &op)
 	if err != nil {
 		if errors.Is(err, floodgate.ErrInvalid) {
 			writeJSON(w, http.StatusBadRequest, Problem{Error: err.Error()})
@@ -200,13 +213,17 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, Problem{Error: "store: " + err.Error()})
 		return
 	}
-	res := ops[0].Result
+	res := op.Result
 	body := response(res)
 	if multi {
-		body.Limits = make([]CheckResponse, len(ops[0].Each))
-		for i, e := range ops[0].Each {
+		body.Limits = make([]CheckResponse, len(op.Each))
+		for i, e := range op.Each {
 			body.Limits[i] = response(e)
 		}
+	}
+	if p := st.Policy.String(); p != "" {
+		body.Policy = p
+		h.logger.Debug("check decided by failure policy", "key", op.Key, "policy", body.Policy, "err", st.StoreErr)
 	}
 	status = http.StatusOK
 	if !res.Allowed && !op.Release {
