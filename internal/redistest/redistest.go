@@ -195,11 +195,15 @@ func tail(b []byte) string {
 	return s
 }
 
-// baseArgs are the options of every server: loopback only, no persistence.
+// baseArgs are the options of every server: loopback only, no persistence,
+// replicas synced without delay.
 func baseArgs(port int, extra ...string) []string {
 	a := []string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "redis.log",
+		// A replica's first sync starts at once instead of after the
+		// default 5s wait for more replicas.
+		"--repl-diskless-sync-delay", "0",
 	}
 	return append(a, extra...)
 }
@@ -234,6 +238,34 @@ func StartServer(t testing.TB, extra ...string) *Server {
 // replicas. Nodes lists every node, masters first as created.
 type Cluster struct {
 	Nodes []*Server
+	// NodeTimeout is the nodes' cluster-node-timeout.
+	NodeTimeout time.Duration
+}
+
+// DefaultNodeTimeout is the cluster-node-timeout of a cluster started
+// without [NodeTimeout]: long enough that a node starved of CPU for a moment
+// on a loaded machine is not flagged as failing (Redis's own default is 15s).
+const DefaultNodeTimeout = 5 * time.Second
+
+// ClusterOption configures [NewCluster] and [StartCluster].
+type ClusterOption func(*clusterConfig)
+
+type clusterConfig struct {
+	nodeTimeout time.Duration
+	extra       []string
+}
+
+// NodeTimeout sets cluster-node-timeout (default [DefaultNodeTimeout]): a
+// master that does not answer for d is flagged PFAIL, then FAIL once a
+// majority of masters agree, and its replica is promoted about 0.5–1s later
+// (Redis's election delay). Failover tests pass about a second.
+func NodeTimeout(d time.Duration) ClusterOption {
+	return func(c *clusterConfig) { c.nodeTimeout = d }
+}
+
+// NodeArgs adds redis-server options to every node ("--cluster-replica-validity-factor", "0").
+func NodeArgs(extra ...string) ClusterOption {
+	return func(c *clusterConfig) { c.extra = append(c.extra, extra...) }
 }
 
 // Addrs returns every node's address.
@@ -260,18 +292,95 @@ func (c *Cluster) Client() *goredis.ClusterClient {
 	return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second})
 }
 
+// Node is one line of CLUSTER NODES.
+type Node struct {
+	ID, Addr string
+	// Flags are the node's flags: "master", "slave", "fail", "fail?", "myself"...
+	Flags []string
+	// MasterID is the id of the master of a replica, "" for a master.
+	MasterID string
+	// Slots are the slot ranges of a master ("0-5460").
+	Slots []string
+}
+
+// Has reports whether the node has the flag.
+func (n Node) Has(flag string) bool {
+	for _, f := range n.Flags {
+		if f == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// View returns the cluster as the live node via sees it (CLUSTER NODES).
+func (c *Cluster) View(ctx context.Context, via *Server) ([]Node, error) {
+	cl := via.Client()
+	defer cl.Close()
+	out, err := cl.ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redistest: CLUSTER NODES on %s: %w", via.Addr, err)
+	}
+	var nodes []Node
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 8 {
+			continue
+		}
+		n := Node{ID: f[0], Addr: strings.Split(f[1], "@")[0], Flags: strings.Split(f[2], ","), Slots: f[8:]}
+		if f[3] != "-" {
+			n.MasterID = f[3]
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// ReplicaOf returns the node that replicates master, as via sees the
+// cluster.
+func (c *Cluster) ReplicaOf(ctx context.Context, master, via *Server) (*Server, error) {
+	nodes, err := c.View(ctx, via)
+	if err != nil {
+		return nil, err
+	}
+	id := ""
+	for _, n := range nodes {
+		if n.Addr == master.Addr {
+			id = n.ID
+		}
+	}
+	for _, n := range nodes {
+		if id != "" && n.MasterID == id {
+			for _, s := range c.Nodes {
+				if s.Addr == n.Addr {
+					return s, nil
+				}
+			}
+		}
+	}
+	return nil, fmt.Errorf("redistest: no replica of %s (id %q) in %s's view of the cluster", master.Addr, id, via.Addr)
+}
+
 // NewCluster starts masters × (1 + replicasPerMaster) cluster-enabled nodes
 // under dir, joins them with redis-cli --cluster create, and waits (bounded)
-// until every node reports cluster_state:ok. The caller stops it with
-// [Cluster.Stop].
-func NewCluster(dir string, masters, replicasPerMaster int) (*Cluster, error) {
+// until every node reports cluster_state:ok and every replica is in sync
+// with its master (a replica that never synced is never promoted: its data
+// counts as too old). The caller stops it with [Cluster.Stop].
+func NewCluster(dir string, masters, replicasPerMaster int, opts ...ClusterOption) (*Cluster, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
 	if masters < 3 {
 		return nil, fmt.Errorf("redistest: cluster of %d masters: redis-cli --cluster create wants at least 3", masters)
 	}
-	c := &Cluster{}
+	cfg := clusterConfig{nodeTimeout: DefaultNodeTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.nodeTimeout <= 0 {
+		return nil, fmt.Errorf("redistest: cluster node timeout %v: must be positive", cfg.nodeTimeout)
+	}
+	c := &Cluster{NodeTimeout: cfg.nodeTimeout}
 	n := masters * (1 + replicasPerMaster)
 	for i := 0; i < n; i++ {
 		d, err := os.MkdirTemp(dir, "node-")
@@ -281,9 +390,10 @@ func NewCluster(dir string, masters, replicasPerMaster int) (*Cluster, error) {
 		}
 		s, err := start("redis-server", d, func(port int) []string {
 			bus, _ := freePort()
-			return baseArgs(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-				"--cluster-node-timeout", "1000", "--cluster-port", strconv.Itoa(bus),
-				"--cluster-require-full-coverage", "no")
+			args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-node-timeout", strconv.FormatInt(cfg.nodeTimeout.Milliseconds(), 10),
+				"--cluster-port", strconv.Itoa(bus), "--cluster-require-full-coverage", "no"}
+			return baseArgs(port, append(args, cfg.extra...)...)
 		})
 		if err != nil {
 			c.Stop()
@@ -307,19 +417,25 @@ func NewCluster(dir string, masters, replicasPerMaster int) (*Cluster, error) {
 	return c, nil
 }
 
-// waitOK waits until every node says cluster_state:ok and knows every node.
+// waitOK waits until every node says cluster_state:ok and knows every node,
+// and every replica's link to its master is up.
 func (c *Cluster) waitOK(ctx context.Context) error {
 	for _, node := range c.Nodes {
 		cl := node.Client()
 		for {
 			info, err := cl.ClusterInfo(ctx).Result()
+			var repl string
+			if err == nil {
+				repl, err = cl.Info(ctx, "replication").Result()
+			}
 			if err == nil && strings.Contains(info, "cluster_state:ok") &&
-				strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d\r", len(c.Nodes))) {
+				strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d\r", len(c.Nodes))) &&
+				(strings.Contains(repl, "role:master") || strings.Contains(repl, "master_link_status:up")) {
 				break
 			}
 			if ctx.Err() != nil {
 				cl.Close()
-				return fmt.Errorf("redistest: node %s not ok: %v %s", node.Addr, err, info)
+				return fmt.Errorf("redistest: node %s not ok: %v %s %s", node.Addr, err, info, repl)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -329,10 +445,10 @@ func (c *Cluster) waitOK(ctx context.Context) error {
 }
 
 // StartCluster starts a cluster for t (see [NewCluster]), stopped when t ends.
-func StartCluster(t testing.TB, masters, replicasPerMaster int) *Cluster {
+func StartCluster(t testing.TB, masters, replicasPerMaster int, opts ...ClusterOption) *Cluster {
 	t.Helper()
 	need(t)
-	c, err := NewCluster(t.TempDir(), masters, replicasPerMaster)
+	c, err := NewCluster(t.TempDir(), masters, replicasPerMaster, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
