@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,6 +155,63 @@ func BenchmarkMemoryUsage(b *testing.B) {
 			}
 			b.ReportMetric(float64(bytes), "bytes/key")
 			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// serverCPU returns the Redis server's CPU time (user + system) in seconds.
+func serverCPU(b *testing.B, c *goredis.Client) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var t float64
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					b.Fatalf("INFO cpu line %q: %v", line, err)
+				}
+				t += f
+			}
+		}
+	}
+	return t
+}
+
+// BenchmarkDecideBatch decides batches of n ops (GCRA, 10,000 keys at
+// random) from one goroutine, so that every batch is one round trip and
+// ceil(n/MaxOpsPerCall) script calls. It reports the Redis server's CPU time
+// per decision: what bounds a single Redis core.
+//
+//	go test ./store/redis -run '^$' -bench DecideBatch -benchtime 40000x
+func BenchmarkDecideBatch(b *testing.B) {
+	l := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 1000, Window: time.Second}}
+	for _, n := range []int{1, 8, 32, 128} {
+		b.Run(fmt.Sprintf("n%d", n), func(b *testing.B) {
+			c := benchClient(b)
+			s, err := redisstore.New(redisstore.Options{Client: c, Prefix: fmt.Sprintf("batch%d:", rand.Uint64())})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			ops := make([]floodgate.Op, n)
+			cpu := serverCPU(b, c)
+			b.ResetTimer()
+			for done := 0; done < b.N; done += n {
+				batch := ops[:min(n, b.N-done)]
+				for i := range batch {
+					batch[i] = floodgate.Op{Key: "k" + strconv.Itoa(rand.IntN(benchKeys)), Limits: l, Cost: 1}
+				}
+				if err := s.Decide(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			b.ReportMetric((serverCPU(b, c)-cpu)*1e6/float64(b.N), "redis-µs/op")
 		})
 	}
 }
