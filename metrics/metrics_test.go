@@ -132,7 +132,7 @@ func TestDecisions(t *testing.T) {
 		e.DecideAt(ctx, at, "edge", d("shadow", "x"), nil)
 	}
 	e.DecideAt(ctx, at, "edge", d("blocked", "x"), nil)
-	e.DecideAt(ctx, at, "edge", d("nothing", "x"), nil)   // no rule, known domain
+	e.DecideAt(ctx, at, "edge", d("nothing", "x"), nil)    // no rule, known domain
 	e.DecideAt(ctx, at, "sprayed", d("nothing", "x"), nil) // unknown domain
 	e.DecideAt(ctx, at, "edge", d("ip", "x"), []int64{-1}) // invalid: error
 	e.DecideAt(engine.WithFront(ctx, "custom"), at, "edge", d("ip", "9"), nil)
