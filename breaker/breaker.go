@@ -28,6 +28,20 @@
 // each master) has its own circuit, judged by its own ops: a failed master
 // opens its circuit and the keys on the other masters are not affected.
 //
+// # Failover
+//
+// When a shard fails over (a Redis Cluster replica promoted in place of a
+// failed master), the keys of the failed shard must leave its open circuit
+// for the new master's. [Options.Refresh] is called when a circuit opens
+// and before each of its half-open probes, at most once per cooldown and
+// never while every circuit is closed: on a Redis Cluster it reloads the
+// slot map in the background, so that once the replica is promoted,
+// [Options.Shard] names it for the failed slots and their calls go to its
+// circuit, closed, within a cooldown of the promotion. The circuit left
+// behind, which no key maps to any more, is retired: [Store.State] and
+// [Store.Shards] drop it (logged, counted in [Stats].Retired, and reported
+// to [Options.OnStateChange] as a change to Closed).
+//
 // State changes are logged (slog, warn when opening, info otherwise) and
 // counted ([Store.Stats]); [Store.State] is the gauge.
 package breaker
@@ -112,6 +126,14 @@ type Options struct {
 	// shard gets its own circuit: one failed master opens only its own.
 	// Default: one circuit for the whole store.
 	Shard func(key string) string
+	// Refresh, when set, is called on the calling goroutine when a circuit
+	// opens and before each of its half-open probes (at most once per
+	// Cooldown per open circuit; never while every circuit is closed, so a
+	// healthy store costs nothing). It must not block: on a Redis Cluster
+	// it is ClusterClient.ReloadState, which reloads the slot map in the
+	// background, so that after a failover Shard names the promoted
+	// replica. Default: nothing.
+	Refresh func()
 }
 
 // Stats are the breaker's counters since [New]; all only grow.
@@ -126,6 +148,9 @@ type Stats struct {
 	Rejected uint64
 	// Opened, HalfOpened and Closed count the transitions to each state.
 	Opened, HalfOpened, Closed uint64
+	// Retired counts the circuits dropped because no key maps to their
+	// shard any more (a failed master replaced by its replica).
+	Retired uint64
 }
 
 // Store is a [floodgate.Store] with a deadline and circuit breakers in
@@ -139,12 +164,14 @@ type Store struct {
 	logger   *slog.Logger
 	onChange func(shard string, from, to State)
 	shard    func(key string) string
+	refresh  func()
 
 	one    circuit  // without Shard
 	shards sync.Map // shard name → *circuit, with Shard
 
 	calls, failed, timeouts, rejected atomic.Uint64
 	opened, halfOpened, closed        atomic.Uint64
+	retired                           atomic.Uint64
 }
 
 // circuit is the state of one breaker.
@@ -156,6 +183,8 @@ type circuit struct {
 
 	mu      sync.Mutex
 	probing bool
+	sample  string // a key of the last call that opened or probed the circuit
+	retired bool   // dropped from Store.shards: no key maps to it any more
 }
 
 var _ floodgate.Store = (*Store)(nil)
@@ -183,6 +212,7 @@ func New(inner floodgate.Store, opts Options) *Store {
 		logger:   opts.Logger,
 		onChange: opts.OnStateChange,
 		shard:    opts.Shard,
+		refresh:  opts.Refresh,
 	}
 }
 
@@ -200,7 +230,11 @@ func (s *Store) State() State {
 	}
 	worst := Closed
 	s.shards.Range(func(_, v any) bool {
-		switch st := State(v.(*circuit).state.Load()); {
+		c := v.(*circuit)
+		if !s.live(c) {
+			return true
+		}
+		switch st := State(c.state.Load()); {
 		case st == Open:
 			worst = Open
 			return false
@@ -213,14 +247,51 @@ func (s *Store) State() State {
 }
 
 // Shards returns the state of each shard's circuit (empty without
-// Options.Shard).
+// Options.Shard). Circuits that no key maps to any more are retired first
+// (see the package doc's Failover).
 func (s *Store) Shards() map[string]State {
 	m := map[string]State{}
 	s.shards.Range(func(k, v any) bool {
-		m[k.(string)] = State(v.(*circuit).state.Load())
+		if c := v.(*circuit); s.live(c) {
+			m[k.(string)] = State(c.state.Load())
+		}
 		return true
 	})
 	return m
+}
+
+// live reports whether c still stands for a shard, and retires it when it
+// does not: a circuit that is not closed, whose sample key Shard now maps
+// to another shard (after a failover and a slot-map refresh).
+func (s *Store) live(c *circuit) bool {
+	if State(c.state.Load()) == Closed {
+		return true
+	}
+	c.mu.Lock()
+	sample, retired := c.sample, c.retired
+	c.mu.Unlock()
+	if retired {
+		return false
+	}
+	if sample == "" || s.shard(sample) == c.name {
+		return true
+	}
+	c.mu.Lock()
+	if c.retired || State(c.state.Load()) == Closed {
+		retired := c.retired
+		c.mu.Unlock()
+		return !retired
+	}
+	c.retired = true
+	from := State(c.state.Load())
+	c.mu.Unlock()
+	s.shards.CompareAndDelete(c.name, c)
+	s.retired.Add(1)
+	s.logger.Info("store circuit retired: its keys moved to another shard", "shard", c.name, "from", from.String(), "now", s.shard(sample))
+	if s.onChange != nil {
+		s.onChange(c.name, from, Closed)
+	}
+	return false
 }
 
 // Ready reports whether calls go to the store: no circuit is open. With
@@ -238,6 +309,7 @@ func (s *Store) Stats() Stats {
 		Opened:     s.opened.Load(),
 		HalfOpened: s.halfOpened.Load(),
 		Closed:     s.closed.Load(),
+		Retired:    s.retired.Load(),
 	}
 }
 
@@ -269,6 +341,7 @@ func (s *Store) circuitOf(key string) *circuit {
 // pass is one circuit's part in a call.
 type pass struct {
 	c      *circuit
+	key    string // the first op's key
 	probe  bool
 	ok     bool
 	result outcome
@@ -285,6 +358,9 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	var which []int // which[i] is the index in passes of ops[i]'s circuit, with Shard
 	if s.shard == nil || len(ops) == 0 {
 		passes = append(passes, pass{c: &s.one})
+		if len(ops) > 0 {
+			passes[0].key = ops[0].Key
+		}
 	} else {
 		which = make([]int, len(ops))
 		for i := range ops {
@@ -298,14 +374,14 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 			}
 			if k < 0 {
 				k = len(passes)
-				passes = append(passes, pass{c: c})
+				passes = append(passes, pass{c: c, key: ops[i].Key})
 			}
 			which[i] = k
 		}
 	}
 	admitted := 0
 	for j := range passes {
-		passes[j].probe, passes[j].ok = s.admit(passes[j].c)
+		passes[j].probe, passes[j].ok = s.admit(passes[j].c, passes[j].key)
 		if passes[j].ok {
 			admitted++
 		}
@@ -362,7 +438,7 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 				s.timeouts.Add(1)
 			}
 		}
-		s.record(p.c, p.probe, p.result, err)
+		s.record(p.c, p.key, p.probe, p.result, err)
 	}
 	if err == nil && back != nil {
 		for i := range ops {
@@ -413,9 +489,10 @@ func classifyOf(ctx context.Context, ops []floodgate.Op, err error, which []int,
 	return neutral
 }
 
-// admit decides whether a call may pass c: always when closed; when open,
-// only as the probe after the cooldown.
-func (s *Store) admit(c *circuit) (probe, ok bool) {
+// admit decides whether a call with a key may pass c: always when closed;
+// when open, only as the probe after the cooldown, after asking for a
+// refresh.
+func (s *Store) admit(c *circuit, key string) (probe, ok bool) {
 	st := State(c.state.Load())
 	if st == Closed {
 		return false, true
@@ -437,16 +514,20 @@ func (s *Store) admit(c *circuit) (probe, ok bool) {
 		return false, false
 	}
 	c.probing = true
+	c.sample = key
 	c.state.Store(int32(HalfOpen))
 	c.mu.Unlock()
 	if st != HalfOpen {
 		s.changed(c, st, HalfOpen, nil)
 	}
+	if s.refresh != nil {
+		s.refresh()
+	}
 	return true, true
 }
 
-// record applies one call's outcome to c.
-func (s *Store) record(c *circuit, probe bool, out outcome, err error) {
+// record applies the outcome of one call with a key to c.
+func (s *Store) record(c *circuit, key string, probe bool, out outcome, err error) {
 	if probe {
 		s.endProbe(c, out, err)
 		return
@@ -458,7 +539,7 @@ func (s *Store) record(c *circuit, probe bool, out outcome, err error) {
 		}
 	case failure:
 		if c.run.Add(1) >= s.failures {
-			s.trip(c, err)
+			s.trip(c, key, err)
 		}
 	}
 }
@@ -467,6 +548,10 @@ func (s *Store) record(c *circuit, probe bool, out outcome, err error) {
 func (s *Store) endProbe(c *circuit, out outcome, err error) {
 	c.mu.Lock()
 	c.probing = false
+	if c.retired {
+		c.mu.Unlock()
+		return
+	}
 	var to State
 	switch out {
 	case success:
@@ -485,17 +570,22 @@ func (s *Store) endProbe(c *circuit, out outcome, err error) {
 	s.changed(c, HalfOpen, to, err)
 }
 
-// trip opens a closed circuit.
-func (s *Store) trip(c *circuit, err error) {
+// trip opens a closed circuit after a failed call with a key, and asks
+// for a refresh.
+func (s *Store) trip(c *circuit, key string, err error) {
 	c.mu.Lock()
-	if State(c.state.Load()) != Closed {
+	if State(c.state.Load()) != Closed || c.retired {
 		c.mu.Unlock()
 		return
 	}
 	c.state.Store(int32(Open))
 	c.openedAt.Store(time.Now().UnixNano())
+	c.sample = key
 	c.mu.Unlock()
 	s.changed(c, Closed, Open, err)
+	if s.refresh != nil {
+		s.refresh()
+	}
 }
 
 // changed counts, logs and reports a state change, outside the lock.

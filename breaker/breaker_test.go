@@ -3,6 +3,7 @@ package breaker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -193,4 +194,129 @@ func TestShards(t *testing.T) {
 	if !errors.Is(err, breaker.ErrOpen) || !errors.Is(o[0].Err, breaker.ErrOpen) || o[1].Err != nil || !o[1].Result.Allowed {
 		t.Fatalf("mixed call with a open: err %v, ops %+v", err, o)
 	}
+}
+
+// TestFailover moves a failed shard's keys to another shard, as a Redis
+// Cluster does when it promotes a replica: refreshes are asked for only
+// while a circuit is open (on opening and on each probe), the keys follow
+// the new shard name at once, and the circuit left behind is retired.
+func TestFailover(t *testing.T) {
+	mem := memory.New(memory.Options{})
+	defer mem.Close()
+	var owner atomic.Value // the shard of k1 and k2 after a refresh
+	owner.Store("m1")
+	var current atomic.Value // the shard of k1 and k2 in the client's map
+	current.Store("m1")
+	shard := func(k string) string {
+		if k == "k1" || k == "k2" {
+			return current.Load().(string)
+		}
+		return "m0"
+	}
+	// The client sends each op to its key's shard in its map; m1 is dead.
+	inner := &byShard{Store: mem, shard: shard, down: "m1"}
+	var refreshes atomic.Int64
+	var pending atomic.Bool
+	var changes []string
+	b := breaker.New(inner, breaker.Options{
+		Failures: 2, Cooldown: 20 * time.Millisecond,
+		Shard: shard,
+		// Like go-redis's ReloadState, the refresh lands in the background:
+		// after the call that asked for it.
+		Refresh: func() { refreshes.Add(1); pending.Store(true) },
+		OnStateChange: func(shard string, from, to breaker.State) {
+			changes = append(changes, shard+":"+from.String()+">"+to.String())
+		},
+	})
+	lim := ops()[0].Limits
+	call := func(keys ...string) []floodgate.Op {
+		o := make([]floodgate.Op, len(keys))
+		for i, k := range keys {
+			o[i] = floodgate.Op{Key: k, Limits: lim, Cost: 1}
+		}
+		if pending.Swap(false) {
+			current.Store(owner.Load())
+		}
+		_ = b.Decide(context.Background(), o)
+		return o
+	}
+	for i := 0; i < 10; i++ {
+		call("k0")
+	}
+	if refreshes.Load() != 0 {
+		t.Fatalf("%d refreshes while every circuit is closed, want 0", refreshes.Load())
+	}
+	call("k1", "k0")
+	call("k2", "k0")
+	if got := b.Shards(); got["m1"] != breaker.Open || got["m0"] != breaker.Closed || refreshes.Load() != 1 {
+		t.Fatalf("after 2 failures on m1: shards %v, %d refreshes; want m1 open, m0 closed, 1 refresh", got, refreshes.Load())
+	}
+	// Still failed: each probe asks for a refresh, which finds m1 again.
+	for deadline := time.Now().Add(5 * time.Second); refreshes.Load() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d refreshes after 5s of probes, want 3", refreshes.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+		if o := call("k1"); o[0].Err == nil {
+			t.Fatal("a key of the failed shard was decided")
+		}
+	}
+	if got := b.Shards(); got["m1"] == breaker.Closed {
+		t.Fatalf("shards %v: m1 closed while down", got)
+	}
+	// The replica takes over: the next refresh maps k1 and k2 to m2.
+	owner.Store("m2")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o := call("k1")
+		if o[0].Err == nil && o[0].Result.Allowed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("k1 not decided 5s after the failover: %v", o[0].Err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if o := call("k2"); o[0].Err != nil {
+		t.Fatalf("k2 after the failover: %v", o[0].Err)
+	}
+	got := b.Shards()
+	if _, ok := got["m1"]; ok || got["m2"] != breaker.Closed || b.State() != breaker.Closed || !b.Ready() {
+		t.Fatalf("after the failover: shards %v, state %v; want m1 retired, m2 closed", got, b.State())
+	}
+	if st := b.Stats(); st.Retired != 1 || st.Opened < 1 {
+		t.Errorf("stats %+v: want 1 retired", st)
+	}
+	if last := changes[len(changes)-1]; !strings.HasPrefix(last, "m1:") || !strings.HasSuffix(last, ">closed") {
+		t.Errorf("changes %v: want m1's retirement last", changes)
+	}
+	n := refreshes.Load()
+	for i := 0; i < 10; i++ {
+		call("k1", "k0")
+	}
+	if refreshes.Load() != n {
+		t.Errorf("%d refreshes after the failover with every circuit closed", refreshes.Load()-n)
+	}
+}
+
+// byShard fails the ops whose key's shard is down.
+type byShard struct {
+	floodgate.Store
+	shard func(string) string
+	down  string
+}
+
+func (s *byShard) Decide(ctx context.Context, ops []floodgate.Op) error {
+	var first error
+	for i := range ops {
+		if s.shard(ops[i].Key) == s.down {
+			ops[i].Err = errDown
+			first = errDown
+			continue
+		}
+		if err := s.Store.Decide(ctx, ops[i:i+1]); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
