@@ -15,6 +15,7 @@ import (
 
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/gateway"
+	"github.com/floodgate/floodgate/metrics"
 	"github.com/floodgate/floodgate/middleware"
 	"github.com/floodgate/floodgate/rules"
 )
@@ -38,6 +39,7 @@ type proxyConfig struct {
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	metrics         string
 }
 
 // parseProxy parses proxy's flags and their environment variables (looked up
@@ -55,6 +57,7 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.BoolVar(&cfg.omitHeaders, "omit-headers", false, "leave RateLimit-Policy and RateLimit off admitted responses (denials keep them)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); with --tls-key, serves HTTPS and HTTP/2")
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
+	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus), e.g. 127.0.0.1:9464 (default: not served; never on --listen, whose paths belong to the upstream)")
 	fs.DurationVar(&cfg.reloadInterval, "reload-interval", time.Second, "how often --config is checked for changes")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
@@ -135,12 +138,15 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 	}
 	logger.Info("rules loaded", "config", cfg.config, "domain", domain, "version", watcher.Current().Version())
 
+	quietRedis(logger)
 	st, err := openStore(ctx, cfg.store)
 	if err != nil {
 		logger.Error("cannot open store", "err", err)
 		return 1
 	}
 	logger.Info("store opened", "store", cfg.store)
+	mx := metrics.New()
+	st = mx.Store(st)
 	closeStore := func() int {
 		if err := st.Close(); err != nil {
 			logger.Error("closing store", "store", cfg.store, "err", err)
@@ -149,7 +155,18 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		return 0
 	}
 
-	mw, err := middleware.Rules(engine.New(st, watcher.Current, logger), domain, middleware.Options{
+	eng := engine.NewWithOptions(st, watcher.Current, engine.Options{Logger: logger, Observe: mx.Observe, Front: engine.FrontGateway})
+	registerMetrics(mx, logger, eng, nil, watcher, nil)
+	var mxSrv *metricsServer
+	if cfg.metrics != "" {
+		if mxSrv, err = listenMetrics(cfg.metrics, mx, logger); err != nil {
+			logger.Error("cannot listen", "protocol", "metrics", "addr", cfg.metrics, "err", err)
+			closeStore()
+			return 1
+		}
+		defer mxSrv.close()
+	}
+	mw, err := middleware.Rules(eng, domain, middleware.Options{
 		OmitHeaders: cfg.omitHeaders,
 		Legacy:      cfg.legacyHeaders,
 		Logger:      logger,
@@ -158,6 +175,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		var g *gateway.Gateway
 		g, err = gateway.New(cfg.upstream, gateway.Options{Middleware: mw, Logger: logger})
 		if err == nil {
+			mxSrv.start(logger)
 			return runGateway(ctx, cfg, g, logger, closeStore)
 		}
 	}

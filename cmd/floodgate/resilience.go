@@ -45,9 +45,12 @@ type resilience struct {
 	mem   *membership.Membership
 }
 
-func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger) *resilience {
+// newResilience puts st behind the breaker and starts the heartbeat; timed
+// wraps the store that calls go through (metrics.Metrics.Store), under the
+// breaker, so that it times the calls that reach the store.
+func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger, timed func(floodgate.Store) floodgate.Store) *resilience {
 	if _, ok := st.(*memory.Store); ok {
-		return &resilience{store: st}
+		return &resilience{store: timed(st)}
 	}
 	r := &resilience{}
 	if hb, ok := st.(membership.Heartbeater); ok {
@@ -72,7 +75,7 @@ func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger) *re
 			}
 		}
 	}
-	r.brk = breaker.New(st, bo)
+	r.brk = breaker.New(timed(st), bo)
 	r.store = r.brk
 	return r
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
+	"github.com/floodgate/floodgate/metrics"
 	"github.com/floodgate/floodgate/rls"
 	"github.com/floodgate/floodgate/rules"
 )
@@ -35,6 +36,7 @@ type serveConfig struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	syncInterval    time.Duration
+	metrics         string
 
 	onStoreError    rules.FailurePolicy
 	storeTimeout    time.Duration
@@ -61,10 +63,11 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus) on a listener of its own (default: served on --http)")
 	fs.DurationVar(&cfg.syncInterval, "sync-interval", 0, fmt.Sprintf("`interval` at which rules with consistency approximate sync their local counts with a shared store (default %v)", approx.DefaultSyncInterval))
 	resilienceFlags(&cfg, fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz and GET /readyz on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz, GET /readyz and GET /metrics on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, lookup); err != nil {
@@ -107,19 +110,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // listening, a line "listening" with protocol=http (and protocol=grpc) and
 // the actual addr.
 func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
+	quietRedis(logger)
 	st, err := openStore(ctx, cfg.store)
 	if err != nil {
 		logger.Error("cannot open store", "err", err)
 		return 1
 	}
 	logger.Info("store opened", "store", cfg.store)
+	mx := metrics.New()
 	apx, err := newApprox(st, cfg, logger)
 	if err != nil {
 		logger.Error("cannot start approximate counting", "err", err)
 		st.Close()
 		return 1
 	}
-	res := newResilience(st, cfg, logger)
+	res := newResilience(st, cfg, logger, mx.Store)
 	st = res.store
 	closeStore := func() int {
 		if apx != nil {
@@ -149,8 +154,10 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 	if apx != nil {
 		engOpts.Approximate = apx
 	}
+	engOpts.Observe, engOpts.Front = mx.Observe, engine.FrontGRPC
 	eng := engine.NewWithOptions(st, ruleSet, engOpts)
 	defer eng.Close()
+	registerMetrics(mx, logger, eng, res, watcher, apx)
 	rlsSrv := rls.New(eng, rls.Options{Headers: cfg.rlsHeaders, Logger: logger})
 
 	ln, err := net.Listen("tcp", cfg.http)
@@ -160,12 +167,20 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		return 1
 	}
 	api := httpapi.New(st, logger)
+	api.UseEngine(eng)
 	api.HandleEnvoy(rlsSrv)
 	// Rules that fail to load stop serve before it listens, and a server
 	// with no rules still answers POST /v1/check: readiness is the store's.
 	api.HandleReady(nil)
+	handler := http.Handler(api)
+	if cfg.metrics == "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", mx.Handler())
+		mux.Handle("/", api)
+		handler = mux
+	}
 	srv := &http.Server{
-		Handler:           api,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -182,9 +197,22 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 			return 1
 		}
 	}
+	var mxSrv *metricsServer
+	if cfg.metrics != "" {
+		mxSrv, err = listenMetrics(cfg.metrics, mx, logger)
+		if err != nil {
+			logger.Error("cannot listen", "protocol", "metrics", "addr", cfg.metrics, "err", err)
+			ln.Close()
+			grpcSrv.stop(0)
+			closeStore()
+			return 1
+		}
+		defer mxSrv.close()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "protocol", "http", "addr", ln.Addr().String())
+	mxSrv.start(logger)
 	grpcErrc := make(chan error, 1)
 	if grpcSrv != nil {
 		go func() { grpcErrc <- grpcSrv.srv.Serve(grpcSrv.ln) }()
