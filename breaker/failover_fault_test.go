@@ -2,12 +2,12 @@ package breaker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate/breaker"
 	"github.com/floodgate/floodgate/internal/redistest"
@@ -105,16 +105,26 @@ func grep(s, prefix string) string {
 }
 
 // TestClusterFailoverFault kills one master of a 3-master cluster with one
-// replica each, under load on 2 instances over 30 client values per policy
-// key: keys on the other masters keep being decided by the store; keys on
-// the failed slots follow the policy until the replica takes over. Slow:
-// about 6s plus the cluster's start.
+// replica each (node timeout 1s, so the cluster promotes the replica by
+// itself) under load on 2 instances over 30 client values per policy key.
+// Keys on the other masters stay with the store: their circuits never open
+// and their decisions are the store's, but for the odd call that misses its
+// deadline on a starved machine (reported, at most 1 in 1000). Keys on the
+// failed slots follow their policy from the kill until the replica is
+// promoted, then every instance decides them in the store again within a
+// second (its breaker reloads the slot map on each probe). Slow: about 5s
+// plus the cluster's start.
 func TestClusterFailoverFault(t *testing.T) {
-	cl := redistest.StartCluster(t, 3, 1)
+	cl := redistest.StartCluster(t, 3, 1, redistest.NodeTimeout(time.Second))
 	ins := newInstances(t, 2, func(int) redisstore.Options {
 		return redisstore.Options{Addrs: cl.Addrs(), Cluster: true}
 	})
+	ctx := context.Background()
 	victim := cl.Nodes[0]
+	replica, err := cl.ReplicaOf(ctx, victim, cl.Nodes[1])
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Which descriptors live on the victim's slots.
 	probe, err := redisstore.New(redisstore.Options{Addrs: cl.Addrs(), Cluster: true})
 	if err != nil {
@@ -123,7 +133,6 @@ func TestClusterFailoverFault(t *testing.T) {
 	defer probe.Close()
 	cc := cl.Client()
 	defer cc.Close()
-	ctx := context.Background()
 	var descs []desc
 	onVictim := map[string]bool{}
 	for _, k := range []string{"open", "local"} {
@@ -133,8 +142,7 @@ func TestClusterFailoverFault(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key := probe.Key(sts[0].Match.Key, sts[0].Match.Limits[0])
-			node, err := cc.MasterForKey(ctx, key)
+			node, err := cc.MasterForKey(ctx, probe.Key(sts[0].Match.Key, sts[0].Match.Limits[0]))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,42 +150,36 @@ func TestClusterFailoverFault(t *testing.T) {
 			descs = append(descs, d)
 		}
 	}
-	// The victim's replica, from a live node's view of the cluster.
-	nodes, err := cl.Nodes[1].Client().ClusterNodes(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var victimID, replicaAddr string
-	for _, l := range strings.Split(nodes, "\n") {
-		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[1], victim.Addr+"@") {
-			victimID = f[0]
-		}
-	}
-	for _, l := range strings.Split(nodes, "\n") {
-		if f := strings.Fields(l); len(f) > 3 && f[3] == victimID {
-			replicaAddr = strings.Split(f[1], "@")[0]
-		}
-	}
-	rc := goredis.NewClient(&goredis.Options{Addr: replicaAddr, MaxRetries: -1})
+	rc := replica.Client()
 	defer rc.Close()
-	var killed time.Time
-	forced := false
-	ds, from := failover(t, ins, descs, func() { victim.Kill(); killed = time.Now() }, func() bool {
-		role, err := rc.Do(ctx, "ROLE").Slice()
-		if err == nil && role[0] == "master" {
-			return true
+
+	stop := make(chan struct{})
+	wait := loadDescs(ins, descs, 3, 20000, 2*time.Millisecond, at, stop)
+	time.Sleep(300 * time.Millisecond)
+	victim.Kill()
+	killed := time.Now()
+	// The cluster promotes the replica by itself (bounded wait).
+	var promoted time.Time
+	for deadline := killed.Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if role, err := rc.Do(ctx, "ROLE").Slice(); err == nil && role[0] == "master" {
+			promoted = time.Now()
+			break
 		}
-		if !forced && time.Since(killed) > 5*time.Second {
-			// Automatic failover did not happen in time (on this test
-			// cluster it sometimes never does): promote the replica as an
-			// operator would.
-			forced = true
-			_ = rc.Do(ctx, "CLUSTER", "FAILOVER", "TAKEOVER").Err()
-		}
-		return false
-	})
-	t.Logf("cluster failover: replica %s of the killed master %s promoted %s", replicaAddr, victim.Addr,
-		map[bool]string{true: "by CLUSTER FAILOVER TAKEOVER after 5s", false: "automatically"}[forced])
+	}
+	if promoted.IsZero() {
+		close(stop)
+		wait()
+		view, _ := cl.View(ctx, cl.Nodes[1])
+		t.Fatalf("replica %s of the killed master %s not promoted 15s after the kill: %+v", replica.Addr, victim.Addr, view)
+	}
+	// Load on for 2s after the promotion: the keys of the failed slots must
+	// be back in the store within 1s.
+	time.Sleep(2 * time.Second)
+	close(stop)
+	ds := wait()
+	t.Logf("cluster failover: replica %s of the killed master %s promoted automatically %v after the kill",
+		replica.Addr, victim.Addr, promoted.Sub(killed).Round(time.Millisecond))
+
 	var victimRep, otherRep []decision
 	for _, d := range ds {
 		if onVictim[d.key+"/"+d.value] {
@@ -186,22 +188,117 @@ func TestClusterFailoverFault(t *testing.T) {
 			otherRep = append(otherRep, d)
 		}
 	}
-	v, o := analyse(victimRep, from, from), analyse(otherRep, from, from)
-	t.Logf("cluster failover, keys on the killed master: %d decisions, %d errors, %d by policy; worst %v; policy in force %v; local admitted %d",
-		v.total, v.errs, v.byPolicy, v.worst, v.lastPolicy.Sub(v.firstPolicy).Round(time.Millisecond), v.localAdmitted)
-	t.Logf("cluster failover, keys on the other masters: %d decisions, %d errors, %d by policy; worst %v",
-		o.total, o.errs, o.byPolicy, o.worst)
+	v, o := analyse(victimRep, killed, promoted), analyse(otherRep, killed, promoted)
 	if v.errs+o.errs != 0 || v.worst > faultTimeout+margin || o.worst > faultTimeout+margin {
-		t.Errorf("errors %d, worst %v and %v", v.errs+o.errs, v.worst, o.worst)
+		t.Errorf("errors %d, worst %v and %v, want 0 errors and at most deadline %v + margin %v", v.errs+o.errs, v.worst, o.worst, faultTimeout, margin)
 	}
-	if v.byPolicy == 0 {
-		t.Errorf("keys on the killed master: none decided by the policy")
+
+	// Keys on the failed slots: the policy from the kill to the promotion,
+	// then the store again on every instance.
+	var sinceKill, notPolicy int
+	back := make([]time.Time, len(ins))
+	afterBack := 0
+	for _, d := range victimRep {
+		if d.err != nil {
+			continue
+		}
+		if d.start.After(killed) && d.start.Add(d.latency).Before(promoted) {
+			sinceKill++
+			if d.policy == rules.FailureDefault {
+				notPolicy++
+			}
+		}
+		if d.policy == rules.FailureDefault && d.start.After(promoted) && (back[d.in].IsZero() || d.start.Before(back[d.in])) {
+			back[d.in] = d.start
+		}
 	}
-	// Known gap: the cluster client learns the promoted replica only when a
-	// command is redirected or its slot map is reloaded; with the circuit of
-	// the dead master open, that may take longer than this test waits.
-	t.Logf("cluster failover: keys on the killed master decided by the store again: %v", !v.firstStoreAfter.IsZero())
-	if o.byPolicy != 0 {
-		t.Errorf("keys on the other masters: %d decisions by policy, want none", o.byPolicy)
+	var lastBack time.Time
+	for i, b := range back {
+		if b.IsZero() {
+			t.Errorf("keys on the killed master: instance %d never decided them in the store after the promotion", i)
+			continue
+		}
+		if b.After(lastBack) {
+			lastBack = b
+		}
 	}
+	for _, d := range victimRep {
+		if d.err == nil && d.policy != rules.FailureDefault && !back[d.in].IsZero() && d.start.After(back[d.in]) {
+			afterBack++
+		}
+	}
+	t.Logf("cluster failover, keys on the killed master: %d decisions, %d errors, %d by policy; worst %v; local admitted %d; "+
+		"from the kill to the promotion %d decisions, %d not by policy; policy in force %v (first to last policy decision); "+
+		"store used again %v after the promotion (%v after the kill; per instance %v); %d policy decisions after an instance's first store decision",
+		v.total, v.errs, v.byPolicy, v.worst, v.localAdmitted, sinceKill, notPolicy,
+		v.lastPolicy.Sub(v.firstPolicy).Round(time.Millisecond), lastBack.Sub(promoted).Round(time.Millisecond),
+		lastBack.Sub(killed).Round(time.Millisecond), sinces(back, promoted), afterBack)
+	if sinceKill == 0 || notPolicy != 0 {
+		t.Errorf("keys on the killed master: %d of %d decisions between the kill and the promotion not by policy", notPolicy, sinceKill)
+	}
+	if !lastBack.IsZero() && lastBack.Sub(promoted) > time.Second {
+		t.Errorf("keys on the killed master: store used again %v after the promotion, want within 1s", lastBack.Sub(promoted))
+	}
+	if v.openDenied != 0 || v.closedAdmitted != 0 {
+		t.Errorf("keys on the killed master: fail_open denied %d, fail_closed admitted %d", v.openDenied, v.closedAdmitted)
+	}
+
+	// Keys on the other masters: their circuits never open; a decision by
+	// policy is only a single call past its deadline.
+	for i, in := range ins {
+		for shard, at := range in.opened() {
+			if shard != victim.Addr {
+				t.Errorf("instance %d: the circuit of %s opened %v after the kill, want only the killed master's", i, shard, at.Sub(killed).Round(time.Millisecond))
+			}
+		}
+		if st := in.brk.Shards(); st[replica.Addr] != breaker.Closed || len(st) != 3 {
+			t.Errorf("instance %d: circuits %v, want 3, the promoted replica's closed", i, st)
+		}
+		if n := in.brk.Stats().Retired; n != 1 {
+			t.Errorf("instance %d: %d circuits retired, want the killed master's", i, n)
+		}
+	}
+	var misses []string
+	for _, d := range otherRep {
+		if d.err == nil && d.policy != rules.FailureDefault {
+			misses = append(misses, fmt.Sprintf("%v at %v: %v", d.latency.Round(time.Millisecond), d.start.Sub(killed).Round(time.Millisecond), d.storeErr))
+			if !timeout(d.storeErr) {
+				t.Errorf("keys on the other masters: decided by policy after a store error that is not a deadline: %v", d.storeErr)
+			}
+		}
+	}
+	t.Logf("cluster failover, keys on the other masters: %d decisions, %d errors, %d by policy (single calls past the deadline%s); worst %v",
+		o.total, o.errs, o.byPolicy, list(misses), o.worst)
+	if allowed := max(3, o.total/1000); o.byPolicy > allowed {
+		t.Errorf("keys on the other masters: %d decisions by policy, want at most %d single deadline misses", o.byPolicy, allowed)
+	}
+}
+
+// sinces returns each instant's distance from t0, or "never".
+func sinces(ts []time.Time, t0 time.Time) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = "never"
+		if !t.IsZero() {
+			out[i] = t.Sub(t0).Round(time.Millisecond).String()
+		}
+	}
+	return out
+}
+
+// list formats a few items after ": ".
+func list(items []string) string {
+	if len(items) == 0 {
+		return ""
+	}
+	if len(items) > 5 {
+		items = append(items[:5:5], fmt.Sprintf("%d more", len(items)-5))
+	}
+	return ": " + strings.Join(items, "; ")
+}
+
+// timeout reports whether err is a call cut by its deadline.
+func timeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

@@ -63,6 +63,29 @@ type instance struct {
 	eng *engine.Engine
 	brk *breaker.Store
 	mem *membership.Membership
+
+	mu      sync.Mutex
+	changes []change // the breaker's state changes
+}
+
+// change is one state change of a circuit.
+type change struct {
+	at       time.Time
+	shard    string
+	from, to breaker.State
+}
+
+// opened returns the shards whose circuit opened, with the first time.
+func (in *instance) opened() map[string]time.Time {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	m := map[string]time.Time{}
+	for _, c := range in.changes {
+		if _, ok := m[c.shard]; !ok && c.to == breaker.Open {
+			m[c.shard] = c.at
+		}
+	}
+	return m
 }
 
 func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*instance {
@@ -78,9 +101,17 @@ func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*i
 			t.Fatal(err)
 		}
 		in := &instance{}
-		bo := breaker.Options{Timeout: faultTimeout, Failures: 3, Cooldown: 200 * time.Millisecond}
+		bo := breaker.Options{Timeout: faultTimeout, Failures: 3, Cooldown: 200 * time.Millisecond,
+			OnStateChange: func(shard string, from, to breaker.State) {
+				in.mu.Lock()
+				in.changes = append(in.changes, change{time.Now(), shard, from, to})
+				in.mu.Unlock()
+			}}
 		if opts(i).Cluster {
+			// As serve does for a cluster store.
+			cc := st.Client().(*goredis.ClusterClient)
 			bo.Shard = clusterShard(st)
+			bo.Refresh = func() { cc.ReloadState(context.Background()) }
 		}
 		in.brk = breaker.New(st, bo)
 		in.mem = membership.Start(st, membership.Options{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond})
@@ -103,12 +134,15 @@ func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*i
 // decision is one decision of the load.
 type decision struct {
 	start   time.Time
+	in      int // the instance's index
 	latency time.Duration
 	key     string
 	value   string
 	allowed bool
 	policy  rules.FailurePolicy
 	err     error
+	// storeErr is the store's error of a decision made by the policy.
+	storeErr error
 }
 
 // load runs workers goroutines per instance, each deciding in turn the
@@ -123,7 +157,7 @@ func loadDescs(ins []*instance, descs []desc, workers, max int, pace time.Durati
 	var mu sync.Mutex
 	var all []decision
 	var wg sync.WaitGroup
-	for _, in := range ins {
+	for n, in := range ins {
 		for w := 0; w < workers; w++ {
 			wg.Add(1)
 			go func() {
@@ -137,11 +171,11 @@ func loadDescs(ins []*instance, descs []desc, workers, max int, pace time.Durati
 					default:
 					}
 					ds := descs[(w+i)%len(descs)]
-					d := decision{start: time.Now(), key: ds.key, value: ds.value}
+					d := decision{start: time.Now(), in: n, key: ds.key, value: ds.value}
 					sts, _, err := in.eng.DecideAt(context.Background(), at, "f", [][]rules.Entry{{{Key: ds.key, Value: ds.value}}}, nil)
 					d.latency, d.err = time.Since(d.start), err
 					if err == nil {
-						d.allowed, d.policy = sts[0].Result.Allowed, sts[0].Policy
+						d.allowed, d.policy, d.storeErr = sts[0].Result.Allowed, sts[0].Policy, sts[0].StoreErr
 					}
 					mine = append(mine, d)
 					time.Sleep(pace)
