@@ -161,3 +161,37 @@ func TestFailedOpAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestNoScriptCluster flushes the script cache of every cluster master before
+// a batch whose ops span several slots and masters: every call is answered
+// NOSCRIPT and sent again with EVAL, in one more pipeline, and every op is
+// decided once.
+func TestNoScriptCluster(t *testing.T) {
+	s := newStore(t, "cluster")
+	cc := redistest.SharedCluster(t).Client()
+	defer cc.Close()
+	ctx := context.Background()
+	l := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}}
+	for round := 0; round < 3; round++ {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			return c.ScriptFlush(ctx).Err()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []floodgate.Op
+		for k := 0; k < 20; k++ {
+			for j := 0; j < 3; j++ {
+				ops = append(ops, floodgate.Op{Key: "ns" + strconv.Itoa(k), Limits: l, Cost: 1})
+			}
+		}
+		if err := s.Decide(ctx, ops); err != nil {
+			t.Fatalf("round %d after SCRIPT FLUSH: %v", round, err)
+		}
+		for i, op := range ops {
+			if want := int64(10 - 3*round - i%3 - 1); !op.Result.Allowed || op.Result.Remaining != want {
+				t.Fatalf("round %d op %d (key %s): %+v, want allowed with %d remaining", round, i, op.Key, op.Result, want)
+			}
+		}
+	}
+}
