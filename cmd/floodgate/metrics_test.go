@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -299,4 +301,43 @@ func TestServeStoreOutageMetrics(t *testing.T) {
 			t.Errorf("%s: %v calls rejected by the open breaker", c.policy, r)
 		}
 	}
+}
+
+func TestProxyMetrics(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+	defer up.Close()
+	cfgFile := writeFile(t, "gw.yaml", proxyRules)
+	p := proctest.Start(t, proctest.Options{
+		Args: []string{"proxy", "--config", cfgFile, "--metrics", "127.0.0.1:0"},
+		Env:  []string{"FLOODGATE_UPSTREAM=" + up.URL, "FLOODGATE_LISTEN=127.0.0.1:0"},
+		Wait: []string{"http", "metrics"},
+	})
+	for i := range 4 {
+		resp, err := client.Get(p.URL("/api/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{true: 200, false: 429}[i < 3]; resp.StatusCode != want {
+			t.Fatalf("request %d: status %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	// /metrics on --listen belongs to the upstream.
+	resp, err := client.Get(p.URL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok\n" {
+		t.Errorf("/metrics on --listen answered %q, want the upstream's answer", body)
+	}
+	m := scrape(t, "http://"+p.Addr("metrics")+"/metrics")
+	want(t, m, map[string]float64{
+		decision("gw", "gw.remote_address", "gateway", "ok"):         3,
+		decision("gw", "gw.remote_address", "gateway", "over_limit"): 1,
+		series("floodgate_rules_reloads_total", "result", "success"): 0,
+	})
 }
