@@ -135,57 +135,32 @@ func New(opts Options) (*Store, error) {
 	}
 	switch {
 	case opts.MasterName != "":
-		s.client = goredis.NewFailoverClient(&goredis.FailoverOptions{
-			MasterName:            opts.MasterName,
-			SentinelAddrs:         opts.Addrs,
-			Username:              opts.Username,
-			Password:              opts.Password,
-			DB:                    opts.DB,
-			TLSConfig:             opts.TLS,
-			DialTimeout:           opts.DialTimeout,
-			ReadTimeout:           opts.ReadTimeout,
-			WriteTimeout:          opts.WriteTimeout,
-			PoolSize:              opts.PoolSize,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-			ContextTimeoutEnabled: true,
-		})
 	case opts.Cluster:
 		if opts.DB != 0 {
 			return nil, fmt.Errorf("redis: database %d: a cluster has only database 0", opts.DB)
 		}
-		s.client = goredis.NewClusterClient(&goredis.ClusterOptions{
-			Addrs:                 opts.Addrs,
-			Username:              opts.Username,
-			Password:              opts.Password,
-			TLSConfig:             opts.TLS,
-			DialTimeout:           opts.DialTimeout,
-			ReadTimeout:           opts.ReadTimeout,
-			WriteTimeout:          opts.WriteTimeout,
-			PoolSize:              opts.PoolSize,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-			ContextTimeoutEnabled: true,
-		})
-	default:
-		if len(opts.Addrs) != 1 {
-			return nil, fmt.Errorf("redis: %d addresses %q: a standalone server takes one (use a cluster or sentinel URL for several)", len(opts.Addrs), opts.Addrs)
-		}
-		s.client = goredis.NewClient(&goredis.Options{
-			Addr:                  opts.Addrs[0],
-			Username:              opts.Username,
-			Password:              opts.Password,
-			DB:                    opts.DB,
-			TLSConfig:             opts.TLS,
-			DialTimeout:           opts.DialTimeout,
-			ReadTimeout:           opts.ReadTimeout,
-			WriteTimeout:          opts.WriteTimeout,
-			PoolSize:              opts.PoolSize,
-			MaxRetries:            -1,
-			DialerRetries:         1,
-			ContextTimeoutEnabled: true,
-		})
+	case len(opts.Addrs) != 1:
+		return nil, fmt.Errorf("redis: %d addresses %q: a standalone server takes one (use a cluster or sentinel URL for several)", len(opts.Addrs), opts.Addrs)
 	}
+	// The universal client picks the kind: a master name means Sentinel,
+	// IsClusterMode a cluster, else a standalone server. No command is
+	// retried: a script whose reply was lost may have been applied.
+	s.client = goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:                 opts.Addrs,
+		MasterName:            opts.MasterName,
+		IsClusterMode:         opts.Cluster,
+		Username:              opts.Username,
+		Password:              opts.Password,
+		DB:                    opts.DB,
+		TLSConfig:             opts.TLS,
+		DialTimeout:           opts.DialTimeout,
+		ReadTimeout:           opts.ReadTimeout,
+		WriteTimeout:          opts.WriteTimeout,
+		PoolSize:              opts.PoolSize,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		ContextTimeoutEnabled: true,
+	})
 	s.ownClient = true
 	return s, nil
 }
