@@ -14,12 +14,16 @@
 // # Circuit
 //
 // The breaker is Closed while the store answers. After [Options.Failures]
-// consecutive failed calls (default 5) it opens: calls fail at once with
-// [ErrOpen], without touching the network, and the caller (the engine)
-// applies its failure policy. After [Options.Cooldown] (default 500ms) the next
-// call is let through as a probe (HalfOpen; concurrent calls keep failing
-// fast): if the store decides it, the breaker closes; if not, it opens for
-// another cooldown.
+// consecutive failed calls (default 5) it opens. Consecutive in time: a
+// failed call counts only if it started after the previous failure was
+// counted, so calls in flight together that fail in one stall (a pause of
+// the process, a burst of CPU starvation on a loaded machine) count once,
+// and a run of N failures takes at least N deadlines when every call times
+// out. Once open, calls fail at once with [ErrOpen], without touching the
+// network, and the caller (the engine) applies its failure policy. After
+// [Options.Cooldown] (default 500ms) the next call is let through as a
+// probe (HalfOpen; concurrent calls keep failing fast): if the store
+// decides it, the breaker closes; if not, it opens for another cooldown.
 //
 // A call fails when the store decided none of its ops and at least one op
 // has an error other than [floodgate.ErrInvalid]; a call where the caller's
@@ -109,7 +113,8 @@ type Options struct {
 	// Timeout bounds each call to the inner store, on top of the caller's
 	// own deadline. Default [DefaultTimeout] (10ms).
 	Timeout time.Duration
-	// Failures is how many consecutive failed calls open the circuit.
+	// Failures is how many consecutive failed calls open the circuit; a
+	// call in flight when the previous failure was counted does not count.
 	// Default [DefaultFailures] (5).
 	Failures int
 	// Cooldown is how long the circuit stays open before a probe call is
@@ -179,6 +184,7 @@ type circuit struct {
 	name     string
 	state    atomic.Int32
 	run      atomic.Int64 // consecutive failed calls
+	lastFail atomic.Int64 // unix nanoseconds when the run last grew
 	openedAt atomic.Int64 // unix nanoseconds of the last opening
 
 	mu      sync.Mutex
@@ -411,6 +417,7 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		call[i].Result = floodgate.Result{}
 		call[i].Err = nil
 	}
+	start := time.Now().UnixNano()
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	err := s.inner.Decide(cctx, call)
 	timedOut := cctx.Err() != nil
@@ -438,7 +445,7 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 				s.timeouts.Add(1)
 			}
 		}
-		s.record(p.c, p.key, p.probe, p.result, err)
+		s.record(p.c, p.key, start, p.probe, p.result, err)
 	}
 	if err == nil && back != nil {
 		for i := range ops {
@@ -526,8 +533,9 @@ func (s *Store) admit(c *circuit, key string) (probe, ok bool) {
 	return true, true
 }
 
-// record applies the outcome of one call with a key to c.
-func (s *Store) record(c *circuit, key string, probe bool, out outcome, err error) {
+// record applies the outcome of one call with a key, started at start
+// (unix nanoseconds), to c.
+func (s *Store) record(c *circuit, key string, start int64, probe bool, out outcome, err error) {
 	if probe {
 		s.endProbe(c, out, err)
 		return
@@ -538,6 +546,17 @@ func (s *Store) record(c *circuit, key string, probe bool, out outcome, err erro
 			c.run.Store(0)
 		}
 	case failure:
+		for {
+			last := c.lastFail.Load()
+			if start < last {
+				// In flight when the last failure was counted: the same
+				// stall.
+				return
+			}
+			if c.lastFail.CompareAndSwap(last, time.Now().UnixNano()) {
+				break
+			}
+		}
 		if c.run.Add(1) >= s.failures {
 			s.trip(c, key, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -319,4 +320,26 @@ func (s *byShard) Decide(ctx context.Context, ops []floodgate.Op) error {
 		}
 	}
 	return first
+}
+
+// TestOneStallCountsOnce times out many concurrent calls in one stall:
+// they count as one failure of the run, so the circuit stays closed; a
+// run of calls that each start after the previous one failed opens it.
+func TestOneStallCountsOnce(t *testing.T) {
+	b := breaker.New(slow{}, breaker.Options{Timeout: 20 * time.Millisecond, Failures: 3, Cooldown: time.Hour})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = b.Decide(context.Background(), ops()) }()
+	}
+	wg.Wait()
+	if st := b.Stats(); b.State() != breaker.Closed || st.Failures != 8 {
+		t.Fatalf("after 8 concurrent timeouts: state %v, stats %+v; want closed, 8 failures", b.State(), st)
+	}
+	for i := 0; i < 2; i++ {
+		_ = b.Decide(context.Background(), ops())
+	}
+	if b.State() != breaker.Open {
+		t.Fatalf("after the stall and 2 more timeouts in a row: state %v, want open", b.State())
+	}
 }
