@@ -153,6 +153,19 @@ func TestClusterFailoverFault(t *testing.T) {
 	rc := replica.Client()
 	defer rc.Close()
 
+	// Warm up: every instance dials its connections to every master (a
+	// cold pool under the race detector can miss the deadline).
+	warm := make(chan struct{})
+	waitWarm := loadDescs(ins, descs, 3, 20000, 2*time.Millisecond, at, warm)
+	time.Sleep(300 * time.Millisecond)
+	close(warm)
+	waitWarm()
+	for i, in := range ins {
+		if o := in.opened(); len(o) != 0 {
+			t.Fatalf("instance %d: circuits %v opened while warming up on a healthy cluster", i, o)
+		}
+	}
+
 	stop := make(chan struct{})
 	wait := loadDescs(ins, descs, 3, 20000, 2*time.Millisecond, at, stop)
 	time.Sleep(300 * time.Millisecond)
