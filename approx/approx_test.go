@@ -48,7 +48,7 @@ func newStore(t testing.TB, remote approx.Remote) *approx.Store {
 	return s
 }
 
-func sync(t testing.TB, s *approx.Store) {
+func syncNow(t testing.TB, s *approx.Store) {
 	t.Helper()
 	if err := s.Sync(context.Background()); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestSingleInstanceExact(t *testing.T) {
 					t.Fatalf("op %d at +%dµs cost %d: got %+v, want %+v", i, now%1_000_000, cost, got, want.Result)
 				}
 				if rng.IntN(10) == 0 {
-					sync(t, s)
+					syncNow(t, s)
 				}
 			}
 		})
@@ -145,7 +145,7 @@ func TestSyncPushesTotals(t *testing.T) {
 			t.Fatal("denied under quota")
 		}
 	}
-	sync(t, a)
+	syncNow(t, a)
 	key := remote.CounterKey(approx.Counter{Key: "k", Limit: l, Start: now})
 	if v, err := remote.Client().Get(context.Background(), key).Int64(); err != nil || v != 7 {
 		t.Fatalf("redis %s = %d, %v; want 7", key, v, err)
@@ -158,7 +158,7 @@ func TestSyncPushesTotals(t *testing.T) {
 	if r := decide(t, b, "k", now+1, 0, l); r.Remaining != 10 {
 		t.Fatalf("b before sync: remaining %d, want 10", r.Remaining)
 	}
-	sync(t, b)
+	syncNow(t, b)
 	if r := decide(t, b, "k", now+2, 0, l); r.Remaining != 3 {
 		t.Fatalf("b after sync: remaining %d, want 3", r.Remaining)
 	}
@@ -206,11 +206,11 @@ func TestConverge(t *testing.T) {
 		}
 	}
 	for _, s := range stores {
-		sync(t, s)
+		syncNow(t, s)
 	}
 	for _, s := range stores {
 		decide(t, s, "k", now+50, 0, limits...)
-		sync(t, s)
+		syncNow(t, s)
 	}
 	for i, s := range stores {
 		ops := []floodgate.Op{{Key: "k", Limits: limits, Now: now + 100, Each: make([]floodgate.Result, 2)}}
@@ -227,7 +227,7 @@ func TestConverge(t *testing.T) {
 	// previous window's global total: each instance read it.
 	next := now + 10_000_000 + 5_000_000 // halfway through the next window
 	for i, s := range stores {
-		sync(t, s)
+		syncNow(t, s)
 		want := 1000 - (total+1)/2
 		if r := decide(t, s, "k", next, 0, limits[1]); r.Remaining != want {
 			t.Errorf("store %d next window: remaining %d, want %d", i, r.Remaining, want)
@@ -246,7 +246,7 @@ func TestMultiLimitDenialConsumesNothing(t *testing.T) {
 	for range 5 {
 		decide(t, s, "k", now, 1, short, long)
 	}
-	sync(t, s)
+	syncNow(t, s)
 	if r := decide(t, s, "k", now, 0, long); r.Remaining != 97 {
 		t.Fatalf("long limit: remaining %d, want 97 (denials must consume nothing)", r.Remaining)
 	}
@@ -275,7 +275,7 @@ func TestRemoteDown(t *testing.T) {
 	for range 4 {
 		decide(t, s, "k", now, 1, l)
 	}
-	sync(t, s)
+	syncNow(t, s)
 	if err := srv.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestRemoteDown(t *testing.T) {
 	}
 	// The paused server may still answer the timed-out sync's commands: the
 	// store pushes those 3 again, and counts them twice rather than never.
-	sync(t, s)
+	syncNow(t, s)
 	key := remote.CounterKey(approx.Counter{Key: "k", Limit: l, Start: now})
 	v, _ := remote.Client().Get(context.Background(), key).Int64()
 	if v != 7 && v != 10 {

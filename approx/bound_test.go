@@ -69,7 +69,7 @@ func TestBoundSimulated(t *testing.T) {
 				now := start + int64(step)*1000
 				for j, s := range stores {
 					if (step-j*interval/n)%interval == 0 {
-						sync(t, s)
+						syncNow(t, s)
 					}
 				}
 				for j, s := range stores {
@@ -125,7 +125,7 @@ func TestBurstBeforeSync(t *testing.T) {
 		}
 	}
 	for _, s := range stores {
-		sync(t, s)
+		syncNow(t, s)
 	}
 	if admitted != 4*l.Quota {
 		t.Fatalf("admitted %d, want N×quota = %d", admitted, 4*l.Quota)
@@ -133,7 +133,7 @@ func TestBurstBeforeSync(t *testing.T) {
 	// Once synced, a fifth instance sees the whole count and admits nothing.
 	s := newStore(t, remote)
 	decide(t, s, "hot", now, 0, l)
-	sync(t, s)
+	syncNow(t, s)
 	if r := decide(t, s, "hot", now+1, 1, l); r.Allowed || r.Remaining != 0 {
 		t.Fatalf("after sync: %+v, want a denial", r)
 	}

@@ -169,8 +169,8 @@ func (s *Store) loop() {
 }
 
 // Close stops the background sync, then pushes the cost admitted since the
-// last sync in a final sync bounded by [Options.SyncTimeout], and returns
-// that sync's error. Decide after Close returns [floodgate.ErrClosed]. It
+// last sync in a final sync bounded by [Options.SyncTimeout], logs its
+// [Stats] at info level, and returns that sync's error. Decide after Close returns [floodgate.ErrClosed]. It
 // does not close the remote: its owner does.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
@@ -180,7 +180,10 @@ func (s *Store) Close() error {
 	<-s.done
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	if err := s.Sync(ctx); err != nil {
+	err := s.Sync(ctx)
+	st := s.Stats()
+	s.logger.Info("approximate counters closed", "syncs", st.Syncs, "sync_errors", st.SyncErrors, "counters", st.Counters, "max_sync", st.MaxSync, "offset", st.Offset)
+	if err != nil {
 		return fmt.Errorf("approx: final flush: %w", err)
 	}
 	return nil
