@@ -228,6 +228,11 @@ func (p *Prepared) meter(st *State, now, cost int64, peek bool, r *Result) {
 	case FixedWindow:
 		quota, w := p.limit.Quota, p.w
 		start := now - now%w
+		if st.T > start {
+			// The clock went back (a failover to a server behind this
+			// one): keep counting in the newer window, never a fresh one.
+			start = st.T
+		}
 		n := st.N
 		if st.T != start {
 			n = 0
@@ -305,6 +310,9 @@ func (p *Prepared) meter(st *State, now, cost int64, peek bool, r *Result) {
 func (l Limit) slidingWindow(st State, now, cost int64) (State, Result) {
 	w := micros(l.Window)
 	start := now - now%w
+	if st.T > start {
+		start = st.T // the clock went back: stay in the newer window
+	}
 	switch {
 	case st.T == start:
 	case st.T == start-w:
@@ -313,7 +321,7 @@ func (l Limit) slidingWindow(st State, now, cost int64) (State, Result) {
 		st = State{T: start}
 	}
 	wms := w / 1000
-	ems := (now - start) / 1000
+	ems := max(0, (now-start)/1000)
 	weighted := ceilDiv(st.P*(wms-ems), wms)
 	r := Result{}
 	switch {
@@ -383,7 +391,7 @@ func (l Limit) slidingLog(st State, now, cost int64) (State, Result) {
 		r.RetryAfter = Never
 	case sum+cost <= l.Quota:
 		if cost > 0 {
-			ev = append(ev, Event{At: now, Cost: cost})
+			ev = insertByAt(ev, Event{At: now, Cost: cost})
 			sum += cost
 		}
 		r.Allowed = true
@@ -457,7 +465,7 @@ func (l Limit) concurrency(st State, now, cost int64, lease string) (State, Resu
 		r.RetryAfter = Never
 	case held+cost <= l.Quota:
 		if cost > 0 {
-			live = append(live, Event{At: now + w, Cost: cost, ID: lease})
+			live = insertByAt(live, Event{At: now + w, Cost: cost, ID: lease})
 			held += cost
 		}
 		r.Allowed = true
@@ -489,6 +497,24 @@ func (l Limit) concurrency(st State, now, cost int64, lease string) (State, Resu
 		live = nil
 	}
 	return State{Events: live}, r
+}
+
+// insertByAt adds e to ev, which is ordered by At, keeping the order (equal
+// instants in arrival order). When e goes last, as it does unless the clock
+// went back, it is appended in place, past the end of ev; otherwise ev is
+// copied, so a caller's slice never changes.
+func insertByAt(ev []Event, e Event) []Event {
+	i := len(ev)
+	for i > 0 && ev[i-1].At > e.At {
+		i--
+	}
+	if i == len(ev) {
+		return append(ev, e)
+	}
+	out := make([]Event, 0, len(ev)+1)
+	out = append(out, ev[:i]...)
+	out = append(out, e)
+	return append(out, ev[i:]...)
 }
 
 // sortByAt keeps leases ordered by expiry (insertion sort: lists are short and

@@ -74,6 +74,7 @@ func Run(t *testing.T, newStore func(t *testing.T) floodgate.Store) {
 		{"GCRA/RoundedInterval", testGCRARounded},
 		{"SlidingWindowLog/Exact", testSlidingLog},
 		{"Concurrency/Leases", testConcurrency},
+		{"ClockBack", testClockBack},
 		{"Peek/ChangesNothing", testPeek},
 		{"CostAboveCapacity", testCostAboveCapacity},
 		{"SeveralLimits/SecondAndDay", testSeveralFixed},
@@ -178,6 +179,36 @@ func FormatResult(r floodgate.Result) string {
 		retry = "never"
 	}
 	return fmt.Sprintf("{allowed %v, limit %v, remaining %d, reset %v, retry %s}", r.Allowed, r.Limit, r.Remaining, r.ResetAfter, retry)
+}
+
+// The store's clock going back (a failover to a server whose clock is
+// behind) never hands out a fresh window, and the log stays ordered by time:
+// fixed and sliding windows keep counting in the newer window; an event
+// admitted at an earlier instant is logged in its place.
+func testClockBack(t *testing.T, s floodgate.Store) {
+	fw := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 2, Window: time.Second}
+	runTable(t, s, weekBase, []floodgate.Limit{fw}, []step{
+		{at: ms(1500), cost: 2, want: ok(0, ms(500))},
+		// 600ms back, into the previous window: still the newer one's count.
+		{at: ms(900), cost: 1, want: deny(0, ms(1100), ms(1100))},
+		{at: ms(2000), cost: 1, want: ok(1, sec(1))},
+	})
+	sw := floodgate.Limit{Algorithm: floodgate.SlidingWindow, Quota: 2, Window: time.Second}
+	runTable(t, s, weekBase, []floodgate.Limit{sw}, []step{
+		{at: ms(1500), cost: 2, want: ok(0, ms(1500))},
+		// Back in the previous window: the newer window, not yet elapsed.
+		// Retry: at 2s the 2 become the previous window's, weighted 1 at
+		// 2.5s, leaving room for 1.
+		{at: ms(900), cost: 1, want: deny(0, ms(2100), ms(1600))},
+	})
+	log := floodgate.Limit{Algorithm: floodgate.SlidingWindowLog, Quota: 3, Window: time.Second}
+	runTable(t, s, weekBase, []floodgate.Limit{log}, []step{
+		{at: ms(1000), cost: 1, want: ok(2, sec(1))},
+		// Logged before the 1.0s event, so it also leaves the window first.
+		{at: ms(800), cost: 1, want: ok(1, ms(1200))},
+		// At 1.85s the 0.8s event is gone and the 1.0s one is not.
+		{at: ms(1850), cost: 1, want: ok(1, sec(1))},
+	})
 }
 
 // Fixed window, 10 per second: 10 at 0.999s and 10 more at 1.000s, 20

@@ -71,6 +71,9 @@ end
 local function fixed(l, st, cost)
   local w = l.w
   local start = fdiv(now, w) * w
+  -- The clock went back (failover to a server behind): keep counting in
+  -- the newer window, never a fresh one.
+  if st.T > start then start = st.T end
   if st.T ~= start then st = {T = start, N = 0, P = 0} else st = {T = st.T, N = st.N, P = 0} end
   local r = {allowed = false, reset = start + w - now, retry = 0}
   if st.N + cost <= l.q then
@@ -108,6 +111,7 @@ end
 local function sliding(l, st, cost)
   local w = l.w
   local start = fdiv(now, w) * w
+  if st.T > start then start = st.T end
   if st.T == start then
     st = {T = st.T, N = st.N, P = st.P}
   elseif st.T == start - w then
@@ -116,7 +120,7 @@ local function sliding(l, st, cost)
     st = {T = start, N = 0, P = 0}
   end
   local wms = w / 1000
-  local ems = fdiv(now - start, 1000)
+  local ems = math.max(0, fdiv(now - start, 1000))
   local weighted = cdiv(st.P * (wms - ems), wms)
   local r = {allowed = false, retry = 0, reset = 0}
   if cost > l.q then
@@ -299,7 +303,7 @@ local function logLimit(l)
   local function result(added)
     local r = {allowed = added ~= nil, retry = 0, reset = 0}
     local total, lst = sum, last
-    if added then total = sum + added; lst = now end
+    if added then total = sum + added; lst = math.max(now, last or now) end
     r.remaining = q - total
     if lst then r.reset = lst + w - now end
     return r
