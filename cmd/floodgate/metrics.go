@@ -26,6 +26,9 @@ func registerMetrics(mx *metrics.Metrics, logger *slog.Logger, eng *engine.Engin
 	if res != nil && res.brk != nil {
 		errs = append(errs, mx.Breaker(res.brk))
 	}
+	if res != nil {
+		errs = append(errs, registerFastPath(mx, res.batch, res.cache)...)
+	}
 	if res != nil && res.mem != nil {
 		errs = append(errs, mx.Membership(res.mem))
 	}

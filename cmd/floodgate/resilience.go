@@ -10,6 +10,7 @@ import (
 	"github.com/floodgate/floodgate/breaker"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/membership"
+	"github.com/floodgate/floodgate/overlimit"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
 	redisstore "github.com/floodgate/floodgate/store/redis"
@@ -37,12 +38,16 @@ func parsePolicy(s string) (rules.FailurePolicy, error) {
 }
 
 // resilience is what serve puts around a shared store: a deadline and a
-// circuit breaker on every call, and the membership heartbeat of the local
-// policy. The memory store gets neither: it has no network to fail.
+// circuit breaker on every call, the membership heartbeat of the local
+// policy, and in front of the breaker the fast path (see [fastPath]): the
+// over-limit cache, then batching, one batch per cluster master. The
+// memory store gets none of them: it has no network to fail or to save.
 type resilience struct {
 	store floodgate.Store // the store to decide with
 	brk   *breaker.Store
 	mem   *membership.Membership
+	batch batcher          // nil when off or not a shared store
+	cache *overlimit.Store // nil when off or not a shared store
 }
 
 // newResilience puts st behind the breaker and starts the heartbeat; timed
@@ -76,7 +81,11 @@ func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger, tim
 		}
 	}
 	r.brk = breaker.New(timed(st), bo)
-	r.store = r.brk
+	// The engine applies the failure policy above these wrappers, to ops
+	// that come back with an error; the cache remembers only the store's
+	// own denials, never an op with an error, so a policy's denial is never
+	// cached.
+	r.store, r.batch, r.cache = fastPath(r.brk, cfg.throughput, bo.Shard)
 	return r
 }
 

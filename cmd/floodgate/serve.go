@@ -43,6 +43,8 @@ type serveConfig struct {
 	breakerFailures int
 	breakerCooldown time.Duration
 	assumeInstances int
+
+	throughput throughputConfig
 }
 
 // parseServe parses serve's flags and their environment variables (looked up
@@ -66,6 +68,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus) on a listener of its own (default: served on --http)")
 	fs.DurationVar(&cfg.syncInterval, "sync-interval", 0, fmt.Sprintf("`interval` at which rules with consistency approximate sync their local counts with a shared store (default %v)", approx.DefaultSyncInterval))
 	resilienceFlags(&cfg, fs)
+	throughputFlags(&cfg.throughput, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz, GET /readyz and GET /metrics on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -75,6 +78,10 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	}
 	if cfg.logFormat != "text" && cfg.logFormat != "json" {
 		err := fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
+		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
+		return cfg, err
+	}
+	if err := cfg.throughput.check(); err != nil {
 		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
 		return cfg, err
 	}
