@@ -410,16 +410,17 @@ func NewCluster(dir string, masters, replicasPerMaster int, opts ...ClusterOptio
 		c.Stop()
 		return nil, fmt.Errorf("redistest: redis-cli --cluster create: %w: %s", err, tail(out))
 	}
-	if err := c.waitOK(ctx); err != nil {
+	if err := c.waitOK(ctx, masters*replicasPerMaster); err != nil {
 		c.Stop()
 		return nil, err
 	}
 	return c, nil
 }
 
-// waitOK waits until every node says cluster_state:ok and knows every node,
-// and every replica's link to its master is up.
-func (c *Cluster) waitOK(ctx context.Context) error {
+// waitOK waits until every node says cluster_state:ok, knows every node
+// and sees the given number of replicas, and every replica's link to its
+// master is up.
+func (c *Cluster) waitOK(ctx context.Context, replicas int) error {
 	for _, node := range c.Nodes {
 		cl := node.Client()
 		for {
@@ -428,14 +429,25 @@ func (c *Cluster) waitOK(ctx context.Context) error {
 			if err == nil {
 				repl, err = cl.Info(ctx, "replication").Result()
 			}
+			seen := 0
+			if err == nil {
+				var nodes []Node
+				nodes, err = c.View(ctx, node)
+				for _, n := range nodes {
+					if n.MasterID != "" {
+						seen++
+					}
+				}
+			}
 			if err == nil && strings.Contains(info, "cluster_state:ok") &&
 				strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d\r", len(c.Nodes))) &&
-				(strings.Contains(repl, "role:master") || strings.Contains(repl, "master_link_status:up")) {
+				(strings.Contains(repl, "role:master") || strings.Contains(repl, "master_link_status:up")) &&
+				seen == replicas {
 				break
 			}
 			if ctx.Err() != nil {
 				cl.Close()
-				return fmt.Errorf("redistest: node %s not ok: %v %s %s", node.Addr, err, info, repl)
+				return fmt.Errorf("redistest: node %s not ok (sees %d of %d replicas): %v %s %s", node.Addr, seen, replicas, err, info, repl)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
