@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/bench"
 	"github.com/floodgate/floodgate/internal/proctest"
 	"github.com/floodgate/floodgate/internal/redistest"
 	redisstore "github.com/floodgate/floodgate/store/redis"
@@ -194,6 +196,7 @@ func TestRedisExactnessStandalone(t *testing.T) {
 	defer c.Close()
 	suffix := fmt.Sprint(rand.Uint64())
 	runExactness(t, ps, c, func(alg string) []string { return []string{"exact:" + alg + ":" + suffix} })
+	checkFastPath(t, ps)
 }
 
 // On a 3-master cluster, with one key on each master.
@@ -204,6 +207,84 @@ func TestRedisExactnessCluster(t *testing.T) {
 	defer c.Close()
 	suffix := fmt.Sprint(rand.Uint64())
 	runExactness(t, ps, c, func(alg string) []string { return keysOnEveryMaster(t, c, "exact:"+alg+":"+suffix) })
+	checkFastPath(t, ps)
+}
+
+// checkFastPath asserts that the processes decided with their defaults'
+// fast path, batching and the over-limit cache, from their metrics.
+func checkFastPath(t *testing.T, ps []*proctest.Process) {
+	t.Helper()
+	var ops, hits float64
+	for _, p := range ps {
+		m := scrape(t, p.URL("/metrics"))
+		ops += m["floodgate_batch_ops_total"]
+		hits += m["floodgate_overlimit_cache_hits_total"]
+	}
+	if ops == 0 || hits == 0 {
+		t.Errorf("batched ops %v, over-limit cache hits %v: want both above 0 (on by default)", ops, hits)
+	}
+	t.Logf("batched ops %v, over-limit cache hits %v", ops, hits)
+}
+
+// A hot key far over its limit costs far fewer Redis calls than decisions:
+// one serve process with its defaults, 2,000 requests for one key allowed
+// 10 per hour, from 16 clients; Redis's INFO commandstats counts the script
+// calls.
+func TestRedisHotKey(t *testing.T) {
+	srv := redistest.StartServer(t)
+	p := proctest.Serve(t, "--store", "redis://"+srv.Addr, "--store-timeout", "2s")
+	read, closeStats, err := bench.RedisCommandStats("redis://" + srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeStats()
+	scripts := func() int64 {
+		m, err := read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m["evalsha"] + m["eval"]
+	}
+	const requests, clients = 2000, 16
+	key := fmt.Sprintf("hot:%d", rand.Uint64())
+	body := fmt.Sprintf(`{"key":%q,"cost":1,"limit":{"algorithm":"fixed_window","quota":10,"window":"1h"}}`, key)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
+	before := scripts()
+	var next, allowed, denied atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for next.Add(1) <= requests {
+				resp, err := client.Post(p.URL("/v1/check"), "application/json", strings.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusOK:
+					allowed.Add(1)
+				case http.StatusTooManyRequests:
+					denied.Add(1)
+				default:
+					t.Errorf("POST /v1/check: %s", resp.Status)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	calls := scripts() - before
+	if allowed.Load() != 10 || allowed.Load()+denied.Load() != requests {
+		t.Fatalf("allowed %d, denied %d: want 10 and %d", allowed.Load(), denied.Load(), requests-10)
+	}
+	// The calls include the process's membership heartbeats.
+	if calls*10 > requests {
+		t.Errorf("%d script calls for %d decisions: want at least 10 times fewer", calls, requests)
+	}
+	t.Logf("%d script calls for %d decisions", calls, requests)
 }
 
 // keysOnEveryMaster returns one key per master: base:0, base:1, ... picked
