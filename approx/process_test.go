@@ -30,7 +30,6 @@ const (
 	procWorkers = 8   // concurrent clients per process
 	procQuota   = 1000
 	procWindow  = 5 * time.Second
-	procSync    = 100 * time.Millisecond
 )
 
 var maxSyncRE = regexp.MustCompile(`max_sync=(\S+)`)
@@ -50,6 +49,12 @@ func TestFourProcesses(t *testing.T) {
 		t.Skip("starts 4 floodgate processes")
 	}
 	srv := redistest.StartServer(t)
+	for _, interval := range []time.Duration{100 * time.Millisecond, 25 * time.Millisecond} {
+		t.Run("sync="+interval.String(), func(t *testing.T) { fourProcesses(t, srv, interval) })
+	}
+}
+
+func fourProcesses(t *testing.T, srv *redistest.Server, procSync time.Duration) {
 	rulesFile := filepath.Join(t.TempDir(), "approx.yaml")
 	rules := fmt.Sprintf(`domain: approx
 descriptors:
