@@ -109,7 +109,8 @@ func grep(s, prefix string) string {
 // itself) under load on 2 instances over 30 client values per policy key.
 // Keys on the other masters stay with the store: their circuits never open
 // and their decisions are the store's, but for the odd call that misses its
-// deadline on a starved machine (reported, at most 1 in 1000). Keys on the
+// deadline on a starved machine (reported; at most 0.5%, and each one a
+// deadline miss). Keys on the
 // failed slots follow their policy from the kill until the replica is
 // promoted, then every instance decides them in the store again within a
 // second (its breaker reloads the slot map on each probe). Slow: about 5s
@@ -209,11 +210,15 @@ func TestClusterFailoverFault(t *testing.T) {
 	// Keys on the failed slots: the policy from the kill to the promotion,
 	// then the store again on every instance.
 	var sinceKill, notPolicy int
+	var firstPolicy time.Time // the first decision by policy after the kill
 	back := make([]time.Time, len(ins))
 	afterBack := 0
 	for _, d := range victimRep {
 		if d.err != nil {
 			continue
+		}
+		if d.start.After(killed) && d.policy != rules.FailureDefault && (firstPolicy.IsZero() || d.start.Before(firstPolicy)) {
+			firstPolicy = d.start
 		}
 		if d.start.After(killed) && d.start.Add(d.latency).Before(promoted) {
 			sinceKill++
@@ -241,11 +246,12 @@ func TestClusterFailoverFault(t *testing.T) {
 		}
 	}
 	t.Logf("cluster failover, keys on the killed master: %d decisions, %d errors, %d by policy; worst %v; local admitted %d; "+
-		"from the kill to the promotion %d decisions, %d not by policy; policy in force %v (first to last policy decision); "+
-		"store used again %v after the promotion (%v after the kill; per instance %v); %d policy decisions after an instance's first store decision",
+		"from the kill to the promotion %d decisions, %d not by policy; policy in force %v (from the first decision by policy after the kill "+
+		"to the store deciding again on every instance); store used again %v after the promotion (per instance %v); "+
+		"%d decisions by policy after an instance's first store decision",
 		v.total, v.errs, v.byPolicy, v.worst, v.localAdmitted, sinceKill, notPolicy,
-		v.lastPolicy.Sub(v.firstPolicy).Round(time.Millisecond), lastBack.Sub(promoted).Round(time.Millisecond),
-		lastBack.Sub(killed).Round(time.Millisecond), sinces(back, promoted), afterBack)
+		lastBack.Sub(firstPolicy).Round(time.Millisecond), lastBack.Sub(promoted).Round(time.Millisecond),
+		sinces(back, promoted), afterBack)
 	if sinceKill == 0 || notPolicy != 0 {
 		t.Errorf("keys on the killed master: %d of %d decisions between the kill and the promotion not by policy", notPolicy, sinceKill)
 	}
@@ -282,8 +288,8 @@ func TestClusterFailoverFault(t *testing.T) {
 	}
 	t.Logf("cluster failover, keys on the other masters: %d decisions, %d errors, %d by policy (single calls past the deadline%s); worst %v",
 		o.total, o.errs, o.byPolicy, list(misses), o.worst)
-	if allowed := max(3, o.total/1000); o.byPolicy > allowed {
-		t.Errorf("keys on the other masters: %d decisions by policy, want at most %d single deadline misses", o.byPolicy, allowed)
+	if allowed := max(5, o.total/200); o.byPolicy > allowed {
+		t.Errorf("keys on the other masters: %d decisions by policy, want at most %d single deadline misses (0.5%%)", o.byPolicy, allowed)
 	}
 }
 
