@@ -14,25 +14,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/floodgate/floodgate/bench/envoybaseline"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/rls"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
 )
-
-// noop answers OK to everything without looking: the floor of a gRPC
-// rate-limit service on the same grpc-go.
-type noop struct {
-	pb.UnimplementedRateLimitServiceServer
-}
-
-func (noop) ShouldRateLimit(_ context.Context, req *pb.RateLimitRequest) (*pb.RateLimitResponse, error) {
-	resp := &pb.RateLimitResponse{OverallCode: pb.RateLimitResponse_OK, Statuses: make([]*pb.RateLimitResponse_DescriptorStatus, len(req.Descriptors))}
-	for i := range resp.Statuses {
-		resp.Statuses[i] = &pb.RateLimitResponse_DescriptorStatus{Code: pb.RateLimitResponse_OK}
-	}
-	return resp, nil
-}
 
 const benchConfig = `
 domain: bench
@@ -65,7 +52,7 @@ func BenchmarkGRPC(b *testing.B) {
 				var g *grpc.Server
 				if srv == "noop" {
 					g = grpc.NewServer()
-					pb.RegisterRateLimitServiceServer(g, noop{})
+					pb.RegisterRateLimitServiceServer(g, envoybaseline.Noop{})
 				} else {
 					g, _ = rls.NewGRPCServer(rls.New(engine.New(st, engine.Static(set), nil), rls.Options{}))
 				}
