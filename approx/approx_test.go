@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,4 +308,57 @@ func TestRemoteDown(t *testing.T) {
 		t.Fatalf("redis = %d after recovery, want 7 (or 10 if the lost sync ran)", v)
 	}
 	t.Logf("redis counter after recovery: %d", v)
+}
+
+// TestConcurrentConservation decides from many goroutines on two stores
+// whose background syncs run every 5ms, until each has synced 10 times, and
+// checks that once both are
+// closed (which flushes), the Redis counter holds exactly the admitted cost:
+// every admission is pushed once, none lost, none twice.
+func TestConcurrentConservation(t *testing.T) {
+	remote := newRemote(t)
+	l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 300_000, Window: 10 * time.Second}
+	now := base(l.Window)
+	stores := make([]*approx.Store, 2)
+	for i := range stores {
+		s, err := approx.New(remote, approx.Options{SyncInterval: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = s
+	}
+	var admitted atomic.Int64
+	var wg gosync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			s := stores[g%2]
+			// Until the store has synced 10 times under load, or 200,000
+			// decisions.
+			for i := range 200_000 {
+				if i%256 == 0 && s.Stats().Syncs >= 10 {
+					break
+				}
+				ops := []floodgate.Op{{Key: "hot", Limits: []floodgate.Limit{l}, Cost: int64(i%3 + 1), Now: now + int64(i)}}
+				if err := s.Decide(context.Background(), ops); err != nil {
+					t.Error(err)
+					return
+				}
+				if ops[0].Result.Allowed {
+					admitted.Add(ops[0].Cost)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range stores {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := remote.CounterKey(approx.Counter{Key: "hot", Limit: l, Start: now})
+	v, err := remote.Client().Get(context.Background(), key).Int64()
+	if err != nil || v != admitted.Load() {
+		t.Fatalf("redis counter %d (%v), admitted %d", v, err, admitted.Load())
+	}
+	t.Logf("admitted %d of quota %d over 2 instances; syncs %d and %d", v, l.Quota, stores[0].Stats().Syncs, stores[1].Stats().Syncs)
 }

@@ -200,7 +200,8 @@ type Stats struct {
 	// Offset is the remote's clock minus the local clock, as learned at the
 	// last successful sync (zero before any).
 	Offset time.Duration
-	// LastError is the last sync error, nil when none.
+	// LastError is the error of the most recent failed sync, nil when none
+	// failed; a later successful sync does not clear it.
 	LastError error
 	// Entries is the number of keys × limits held locally.
 	Entries int
