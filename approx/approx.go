@@ -31,9 +31,9 @@ type Options struct {
 	// SyncTimeout bounds each sync, including the final flush of
 	// [Store.Close]. Default [DefaultSyncTimeout] (1s).
 	SyncTimeout time.Duration
-	// Logger receives a warning when a sync fails, at most once per
-	// distinct error in a row, and an info record when syncs succeed again.
-	// Default: discarded.
+	// Logger receives a warning at the first failed sync of a run of
+	// failures, an info record when syncs succeed again, and the sync
+	// statistics at Close. Default: discarded.
 	Logger *slog.Logger
 	// Clock is the local clock. Default time.Now. The store adds to it the
 	// offset to the remote's clock learned at each sync.
