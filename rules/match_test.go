@@ -458,6 +458,16 @@ descriptors:
     on_store_error: retry
     rate_limit: {unit: second, requests_per_unit: 1}
 `, []string{"consistency: unknown consistency \"eventual\"", "descriptors[0].on_store_error: unknown failure policy \"retry\""}},
+		{"approximate token bucket", `
+domain: d
+descriptors:
+  - key: a
+    consistency: approximate
+    rate_limit: {unit: second, requests_per_unit: 1, algorithm: token_bucket}
+  - key: b
+    consistency: approximate
+    rate_limit: {window: 30s, requests_per_unit: 5, algorithm: sliding_window}
+`, []string{"descriptors[0]: consistency approximate counts fixed_window and sliding_window only, not token_bucket"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/approx"
 )
 
 // Bounds on what Parse accepts, so that a hostile or broken file costs
@@ -624,10 +625,28 @@ func (c *compiler) rule(n *yaml.Node, field string, rateLimit, rateLimits, tierO
 	if tierOverrides != nil {
 		r.tiers = c.tierOverrides(tierOverrides, field+".tiers")
 	}
+	if r.Consistency == Approximate {
+		c.checkApproximate(n, field, r.Limits)
+		for _, t := range r.tiers {
+			c.checkApproximate(n, field+".tiers."+t.tier.name, t.limits)
+		}
+	}
 	if len(c.errs) > before {
 		return nil
 	}
 	return r
+}
+
+// checkApproximate reports the limits that approximate counting cannot
+// keep: it syncs sums per aligned window, which only the fixed window and
+// the sliding window counter are.
+func (c *compiler) checkApproximate(n *yaml.Node, field string, limits []floodgate.Limit) {
+	for _, l := range limits {
+		if !approx.Supports(l.Algorithm) {
+			c.errf(n, field, "consistency approximate counts fixed_window and sliding_window only, not %v", l.Algorithm)
+			return
+		}
+	}
 }
 
 // limitBlocks compiles a rate_limit block (which may carry the Envoy
