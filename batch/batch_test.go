@@ -111,7 +111,10 @@ func waitQueued(t *testing.T, s *Store, n int) {
 	}
 }
 
-var perMinute = floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 100, Window: time.Minute}
+// perYear is 100 per fixed window of 366 days: decided on the store's real
+// clock, and too long for a run to straddle two windows (which a one-minute
+// window did once in a while, admitting 101).
+var perYear = floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 100, Window: floodgate.MaxWindow}
 
 // TestCoalesces holds the first call in flight while 50 callers arrive; they
 // must all go in the one next call.
@@ -122,10 +125,10 @@ func TestCoalesces(t *testing.T) {
 	ctx := context.Background()
 
 	done := make(chan error, 51)
-	go func() { _, err := floodgate.New(s).Allow(ctx, "leader", perMinute); done <- err }()
+	go func() { _, err := floodgate.New(s).Allow(ctx, "leader", perYear); done <- err }()
 	<-g.arrived
 	for i := range 50 {
-		go func() { _, err := floodgate.New(s).Allow(ctx, fmt.Sprintf("k%d", i), perMinute); done <- err }()
+		go func() { _, err := floodgate.New(s).Allow(ctx, fmt.Sprintf("k%d", i), perYear); done <- err }()
 	}
 	waitQueued(t, s, 50)
 	close(g.release)
@@ -157,7 +160,7 @@ func TestCoalescesUnderLoad(t *testing.T) {
 			for w := range workers {
 				wg.Go(func() {
 					for i := range each {
-						r, err := l.Allow(context.Background(), fmt.Sprintf("k%d-%d", w, i%5), perMinute)
+						r, err := l.Allow(context.Background(), fmt.Sprintf("k%d-%d", w, i%5), perYear)
 						if err != nil {
 							t.Error(err)
 							return
@@ -193,7 +196,7 @@ func TestExactUnderConcurrency(t *testing.T) {
 			for range 64 {
 				wg.Go(func() {
 					for range 10 {
-						r, err := l.Allow(context.Background(), "hot", perMinute)
+						r, err := l.Allow(context.Background(), "hot", perYear)
 						if err != nil {
 							t.Error(err)
 							return
@@ -205,8 +208,8 @@ func TestExactUnderConcurrency(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if got := allowed.Load(); got != perMinute.Quota {
-				t.Errorf("allowed %d of 640, want exactly %d", got, perMinute.Quota)
+			if got := allowed.Load(); got != perYear.Quota {
+				t.Errorf("allowed %d of 640, want exactly %d", got, perYear.Quota)
 			}
 		})
 	}
@@ -327,15 +330,15 @@ func TestCancelQueued(t *testing.T) {
 	s := New(g, Options{})
 	defer s.Close()
 	bg := context.Background()
-	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perMinute) }()
+	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perYear) }()
 	<-g.arrived
 
 	ctx, cancel := context.WithCancel(bg)
 	gone := make(chan error, 1)
-	go func() { _, err := floodgate.New(s).Allow(ctx, "gone", perMinute); gone <- err }()
+	go func() { _, err := floodgate.New(s).Allow(ctx, "gone", perYear); gone <- err }()
 	waitQueued(t, s, 1)
 	stay := make(chan error, 1)
-	go func() { _, err := floodgate.New(s).Allow(bg, "stay", perMinute); stay <- err }()
+	go func() { _, err := floodgate.New(s).Allow(bg, "stay", perYear); stay <- err }()
 	waitQueued(t, s, 2)
 	cancel()
 	if err := <-gone; !errors.Is(err, context.Canceled) {
@@ -360,16 +363,16 @@ func TestCancelSent(t *testing.T) {
 	s := New(g, Options{})
 	defer s.Close()
 	bg := context.Background()
-	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perMinute) }()
+	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perYear) }()
 	<-g.arrived
 
 	ctx, cancel := context.WithCancel(bg)
 	gone := make(chan error, 1)
-	go func() { _, err := floodgate.New(s).Allow(ctx, "gone", perMinute); gone <- err }()
+	go func() { _, err := floodgate.New(s).Allow(ctx, "gone", perYear); gone <- err }()
 	waitQueued(t, s, 1)
 	stay := make(chan floodgate.Result, 1)
 	go func() {
-		r, err := floodgate.New(s).Allow(bg, "stay", perMinute)
+		r, err := floodgate.New(s).Allow(bg, "stay", perYear)
 		if err != nil {
 			t.Error(err)
 		}
@@ -387,9 +390,9 @@ func TestCancelSent(t *testing.T) {
 		t.Errorf("batch mate: %+v, want allowed", r)
 	}
 	// The cancelled caller's op was decided: its key has one unit used.
-	r, err := floodgate.New(mem).Peek(bg, "gone", perMinute)
-	if err != nil || r.Remaining != perMinute.Quota-1 {
-		t.Errorf("after the cancelled op: %+v %v, want remaining %d", r, err, perMinute.Quota-1)
+	r, err := floodgate.New(mem).Peek(bg, "gone", perYear)
+	if err != nil || r.Remaining != perYear.Quota-1 {
+		t.Errorf("after the cancelled op: %+v %v, want remaining %d", r, err, perYear.Quota-1)
 	}
 }
 
@@ -406,7 +409,7 @@ func TestWholeCallError(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{perMinute}, Cost: 1}}
+			ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{perYear}, Cost: 1}}
 			err := s.Decide(context.Background(), ops)
 			if !errors.Is(err, errDown) {
 				t.Errorf("got %v, want %v", err, errDown)
@@ -418,7 +421,7 @@ func TestWholeCallError(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	s := New(newMemory(), Options{})
-	if _, err := floodgate.New(s).Allow(context.Background(), "k", perMinute); err != nil {
+	if _, err := floodgate.New(s).Allow(context.Background(), "k", perYear); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -427,7 +430,7 @@ func TestClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{perMinute}, Cost: 1}}
+	ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{perYear}, Cost: 1}}
 	if err := s.Decide(context.Background(), ops); !errors.Is(err, floodgate.ErrClosed) || !errors.Is(ops[0].Err, floodgate.ErrClosed) {
 		t.Errorf("after Close: %v, %v", err, ops[0].Err)
 	}
@@ -441,7 +444,7 @@ func BenchmarkParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		key := fmt.Sprintf("k%d", n.Add(1))
 		for pb.Next() {
-			_, _ = l.Allow(context.Background(), key, perMinute)
+			_, _ = l.Allow(context.Background(), key, perYear)
 		}
 	})
 }
