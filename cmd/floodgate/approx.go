@@ -8,11 +8,11 @@ import (
 	"github.com/floodgate/floodgate/approx"
 )
 
-// newApprox returns serve's store of approximate rules: counts kept in this
+// newApprox returns the store of approximate rules: counts kept in this
 // process and synced with st every cfg.syncInterval (0: [approx.DefaultSyncInterval]), when st can sync
 // counters (Redis). It returns nil for the memory store, which then decides
 // approximate rules too: one process alone is exact at no cost.
-func newApprox(st floodgate.Store, cfg serveConfig, logger *slog.Logger) (*approx.Store, error) {
+func newApprox(st floodgate.Store, cfg stackConfig, logger *slog.Logger) (*approx.Store, error) {
 	if cfg.syncInterval < 0 {
 		return nil, fmt.Errorf("--sync-interval %v: want a positive duration", cfg.syncInterval)
 	}

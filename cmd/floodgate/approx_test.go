@@ -10,14 +10,14 @@ func TestParseServeSyncInterval(t *testing.T) {
 	env := map[string]string{"FLOODGATE_SYNC_INTERVAL": "250ms"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := parseServe(nil, io.Discard, lookup)
-	if err != nil || cfg.syncInterval != 250*time.Millisecond {
-		t.Fatalf("FLOODGATE_SYNC_INTERVAL=250ms: %v, %v", cfg.syncInterval, err)
+	if err != nil || cfg.stack.syncInterval != 250*time.Millisecond {
+		t.Fatalf("FLOODGATE_SYNC_INTERVAL=250ms: %v, %v", cfg.stack.syncInterval, err)
 	}
 	cfg, err = parseServe([]string{"--sync-interval", "20ms"}, io.Discard, lookup)
-	if err != nil || cfg.syncInterval != 20*time.Millisecond {
-		t.Fatalf("--sync-interval 20ms: %v, %v", cfg.syncInterval, err)
+	if err != nil || cfg.stack.syncInterval != 20*time.Millisecond {
+		t.Fatalf("--sync-interval 20ms: %v, %v", cfg.stack.syncInterval, err)
 	}
-	if _, err := newApprox(nil, serveConfig{syncInterval: -time.Second}, nil); err == nil {
+	if _, err := newApprox(nil, stackConfig{syncInterval: -time.Second}, nil); err == nil {
 		t.Fatal("negative sync interval: no error")
 	}
 }

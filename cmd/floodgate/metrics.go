@@ -18,7 +18,7 @@ import (
 	"github.com/floodgate/floodgate/rules"
 )
 
-// registerMetrics registers the scrape-time collectors of what serve runs;
+// registerMetrics registers the scrape-time collectors of a store stack;
 // nil parts are skipped. A failed registration is logged: metrics are
 // never a reason not to serve.
 func registerMetrics(mx *metrics.Metrics, logger *slog.Logger, eng *engine.Engine, res *resilience, w *rules.Watcher, apx *approx.Store) {

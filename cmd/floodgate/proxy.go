@@ -28,7 +28,6 @@ func init() {
 type proxyConfig struct {
 	upstream        string
 	config          string
-	store           string
 	listen          string
 	domain          string
 	legacyHeaders   bool
@@ -40,6 +39,8 @@ type proxyConfig struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	metrics         string
+
+	stack stackConfig
 }
 
 // parseProxy parses proxy's flags and their environment variables (looked up
@@ -50,7 +51,6 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.upstream, "upstream", "", "`url` of the upstream service, http:// or https:// (required)")
 	fs.StringVar(&cfg.config, "config", "", "rule `file or directory` (*.yaml) with a requests block, reloaded when it changes (required)")
-	fs.StringVar(&cfg.store, "store", "memory", "store `url`: memory, redis://, redis-cluster://, redis-sentinel://")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:8000", "listen `address` (port 0 picks a free port)")
 	fs.StringVar(&cfg.domain, "domain", "", "rule `domain` whose requests block maps requests to descriptors (default: the only domain of --config)")
 	fs.BoolVar(&cfg.legacyHeaders, "legacy-headers", false, "also send X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset")
@@ -62,11 +62,13 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	stackFlags(&cfg.stack, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate proxy --upstream URL --config FILE|DIR [flags]\n\n"+
 			"Rate-limits every request by the rules' request mapping (requests block) and\n"+
 			"forwards the admitted ones to --upstream, until SIGINT or SIGTERM. Denials get\n"+
-			"429 with Retry-After; an unreachable upstream gives 502.\n"+
+			"429 with Retry-After; an unreachable upstream gives 502. The store stack is\n"+
+			"serve's: when the store cannot decide, --on-store-error decides.\n"+
 			"Every flag can also be set from FLOODGATE_<FLAG> (--upstream: FLOODGATE_UPSTREAM); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -85,6 +87,8 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 		err = fmt.Errorf("--shutdown-timeout %v: want a positive duration", cfg.shutdownTimeout)
 	case (cfg.tlsCert == "") != (cfg.tlsKey == ""):
 		err = errors.New("--tls-cert and --tls-key go together")
+	default:
+		err = cfg.stack.check()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "floodgate proxy: %v\n", err)
@@ -122,7 +126,9 @@ func proxyDomain(set *rules.Set, domain string) (string, error) {
 
 // proxy runs the gateway until ctx is cancelled, then shuts down gracefully:
 // it stops accepting connections, lets in-flight requests finish within
-// cfg.shutdownTimeout, and closes the store. Once listening it logs a line
+// cfg.shutdownTimeout, and closes the store stack ([newStack], the same as
+// serve's: failure policy, deadline, circuit breaker, batching, over-limit
+// cache). Once listening it logs a line
 // "listening" with protocol=http (https with TLS) and the actual addr.
 func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 	watcher, err := rules.Watch(ctx, []string{cfg.config}, rules.WatchOptions{Interval: cfg.reloadInterval, Logger: logger})
@@ -138,25 +144,19 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 	}
 	logger.Info("rules loaded", "config", cfg.config, "domain", domain, "version", watcher.Current().Version())
 
-	quietRedis(logger)
-	st, err := openStore(ctx, cfg.store)
+	mx := metrics.New()
+	stk, err := newStack(ctx, cfg.stack, watcher.Current, engine.FrontGateway, logger, mx)
 	if err != nil {
-		logger.Error("cannot open store", "err", err)
+		logger.Error("cannot start the store stack", "store", cfg.stack.store, "err", err)
 		return 1
 	}
-	logger.Info("store opened", "store", cfg.store)
-	mx := metrics.New()
-	st = mx.Store(st)
 	closeStore := func() int {
-		if err := st.Close(); err != nil {
-			logger.Error("closing store", "store", cfg.store, "err", err)
+		if stk.close() != nil {
 			return 1
 		}
 		return 0
 	}
-
-	eng := engine.NewWithOptions(st, watcher.Current, engine.Options{Logger: logger, Observe: mx.Observe, Front: engine.FrontGateway})
-	registerMetrics(mx, logger, eng, nil, watcher, nil)
+	stk.registerMetrics(watcher)
 	var mxSrv *metricsServer
 	if cfg.metrics != "" {
 		if mxSrv, err = listenMetrics(cfg.metrics, mx, logger); err != nil {
@@ -166,7 +166,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		}
 		defer mxSrv.close()
 	}
-	mw, err := middleware.Rules(eng, domain, middleware.Options{
+	mw, err := middleware.Rules(stk.engine, domain, middleware.Options{
 		OmitHeaders: cfg.omitHeaders,
 		Legacy:      cfg.legacyHeaders,
 		Logger:      logger,

@@ -12,8 +12,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/floodgate/floodgate/internal/proctest"
+	"github.com/floodgate/floodgate/internal/redistest"
+	"github.com/floodgate/floodgate/rules"
 )
 
 // proxyRules limits /api/ per client address, 3 per 366-day window (a window
@@ -53,14 +56,31 @@ func TestParseProxy(t *testing.T) {
 		t.Fatalf("parseProxy: %v\n%s", err, stderr.String())
 	}
 	if cfg.upstream != "http://127.0.0.1:9" || cfg.config != "rules.yaml" || cfg.listen != "127.0.0.1:0" || cfg.domain != "other" ||
-		!cfg.legacyHeaders || cfg.store != "memory" {
+		!cfg.legacyHeaders || cfg.stack != defaultStack {
 		t.Errorf("parseProxy = %+v: want the environment, with the --domain flag winning", cfg)
+	}
+	// The store stack's flags are serve's.
+	env["FLOODGATE_STORE_TIMEOUT"] = "250ms"
+	env["FLOODGATE_BATCH"] = "false"
+	cfg, err = parseProxy([]string{"--store", "redis://127.0.0.1:1", "--on-store-error", "fail_closed", "--breaker-failures", "7",
+		"--overlimit-size", "300", "--sync-interval", "2s"}, &stderr, lookup)
+	if err != nil {
+		t.Fatalf("parseProxy: %v\n%s", err, stderr.String())
+	}
+	wantStack := stackConfig{store: "redis://127.0.0.1:1", syncInterval: 2 * time.Second, onStoreError: rules.FailClosed,
+		storeTimeout: 250 * time.Millisecond, breakerFailures: 7, throughput: defaultThroughput}
+	wantStack.throughput.batch, wantStack.throughput.overlimitSize = false, 300
+	if cfg.stack != wantStack {
+		t.Errorf("parseProxy stack = %+v, want %+v", cfg.stack, wantStack)
 	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--config", "x"}, "--upstream is required"},
+		{[]string{"--upstream", "http://x", "--config", "x", "--on-store-error", "ignore"}, `unknown failure policy "ignore"`},
+		{[]string{"--upstream", "http://x", "--config", "x", "--batch-max", "0"}, "--batch-max 0"},
+		{[]string{"--upstream", "http://x", "--config", "x", "--sync-interval", "-1s"}, "--sync-interval -1s"},
 		{[]string{"--upstream", "http://x"}, "--config is required"},
 		{[]string{"--upstream", "http://x", "--config", "x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--upstream", "http://x", "--config", "x", "--log-format", "xml"}, `--log-format "xml"`},
@@ -183,5 +203,113 @@ func TestProxyListenInUse(t *testing.T) {
 	_, stderr, code := proctest.Run(t, nil, "proxy", "--listen", ln.Addr().String(), "--upstream", "http://127.0.0.1:9", "--config", writeFile(t, "gw.yaml", proxyRules))
 	if code != 1 || !strings.Contains(stderr, "cannot listen") {
 		t.Errorf("listen in use: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// Serve and proxy define the store stack's flags alike: same names, usage
+// and defaults.
+func TestStackFlagsShared(t *testing.T) {
+	var serveOut, proxyOut bytes.Buffer
+	none := func(string) (string, bool) { return "", false }
+	parseServe([]string{"-h"}, &serveOut, none)
+	parseProxy([]string{"-h"}, &proxyOut, none)
+	for _, name := range []string{"store", "on-store-error", "store-timeout", "breaker-failures", "breaker-cooldown",
+		"assume-instances", "batch", "batch-window", "batch-max", "overlimit-cache", "overlimit-size", "sync-interval"} {
+		s, p := flagHelp(serveOut.String(), name), flagHelp(proxyOut.String(), name)
+		if s == "" || s != p {
+			t.Errorf("--%s: serve's help %q, proxy's %q; want the same, not empty", name, s, p)
+		}
+	}
+}
+
+// flagHelp returns the lines of flag name in a FlagSet's PrintDefaults
+// output, "" when absent.
+func flagHelp(out, name string) string {
+	var b strings.Builder
+	in := false
+	for line := range strings.Lines(out) {
+		switch {
+		case strings.HasPrefix(line, "  -"):
+			f := strings.Fields(line[3:])
+			in = len(f) > 0 && f[0] == name
+		case !strings.HasPrefix(line, "    \t") && !strings.HasPrefix(line, "\t"):
+			in = false
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// TestProxyStoreOutage kills a real redis-server under two proxies, one
+// with --on-store-error fail_closed and one with fail_open: the first
+// denies with 429 without calling the upstream, the second forwards; both
+// count the policy's decisions.
+func TestProxyStoreOutage(t *testing.T) {
+	srv := redistest.StartServer(t)
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			hits.Add(1)
+		}
+		io.WriteString(w, "ok\n")
+	}))
+	defer up.Close()
+	cfgFile := writeFile(t, "gw.yaml", proxyRules)
+	start := func(policy string) *proctest.Process {
+		return proctest.Start(t, proctest.Options{
+			Args: []string{"proxy", "--config", cfgFile, "--metrics", "127.0.0.1:0", "--store", "redis://" + srv.Addr,
+				"--on-store-error", policy, "--store-timeout", "200ms", "--breaker-failures", "3", "--breaker-cooldown", "1h"},
+			Env:  []string{"FLOODGATE_UPSTREAM=" + up.URL, "FLOODGATE_LISTEN=127.0.0.1:0"},
+			Wait: []string{"http", "metrics"},
+		})
+	}
+	closed, open := start("fail_closed"), start("fail_open")
+	get := func(p *proctest.Process) int {
+		t.Helper()
+		resp, err := client.Get(p.URL("/api/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// One request each before the outage: 2 of the 3 the shared key allows.
+	for _, p := range []*proctest.Process{closed, open} {
+		if code := get(p); code != http.StatusOK {
+			t.Fatalf("before the outage: status %d, want 200", code)
+		}
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("upstream got %d requests before the outage, want 2", hits.Load())
+	}
+	srv.Kill()
+
+	const n = 6
+	for i := range n {
+		if code := get(closed); code != http.StatusTooManyRequests {
+			t.Fatalf("fail_closed, request %d during the outage: status %d, want 429", i, code)
+		}
+		if code := get(open); code != http.StatusOK {
+			t.Fatalf("fail_open, request %d during the outage: status %d, want 200", i, code)
+		}
+	}
+	if got := hits.Load(); got != 2+n {
+		t.Errorf("upstream got %d requests, want %d: the fail_open proxy's %d during the outage and none of fail_closed's", got, 2+n, n)
+	}
+	for _, c := range []struct {
+		p      *proctest.Process
+		policy string
+		result string
+	}{{closed, "fail_closed", "denied"}, {open, "fail_open", "allowed"}} {
+		m := scrape(t, "http://"+c.p.Addr("metrics")+"/metrics")
+		want(t, m, map[string]float64{
+			decision("gw", "gw.remote_address", "gateway", "ok"):                                      1,
+			decision("gw", "gw.remote_address", "gateway", "policy_"+c.policy):                        n,
+			series("floodgate_breaker_state", "shard", ""):                                            2,
+			series("floodgate_engine_policy_decisions_total", "policy", c.policy, "result", c.result): n,
+		})
 	}
 }

@@ -18,7 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// defaultOnStoreError is serve's failure policy for rules that name none:
+// defaultOnStoreError is the failure policy for rules that name none:
 // local keeps every limit enforced, at this instance's share, while the
 // store is unreachable; fail_open would drop the limits and fail_closed
 // would turn a store outage into an outage of the service.
@@ -37,7 +37,7 @@ func parsePolicy(s string) (rules.FailurePolicy, error) {
 	return rules.FailureDefault, fmt.Errorf("unknown failure policy %q: want fail_open, fail_closed or local", s)
 }
 
-// resilience is what serve puts around a shared store: a deadline and a
+// resilience is what the store stack puts around a shared store: a deadline and a
 // circuit breaker on every call, the membership heartbeat of the local
 // policy, and in front of the breaker the fast path (see [fastPath]): the
 // over-limit cache, then batching, one batch per cluster master. The
@@ -53,7 +53,7 @@ type resilience struct {
 // newResilience puts st behind the breaker and starts the heartbeat; timed
 // wraps the store that calls go through (metrics.Metrics.Store), under the
 // breaker, so that it times the calls that reach the store.
-func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger, timed func(floodgate.Store) floodgate.Store) *resilience {
+func newResilience(st floodgate.Store, cfg stackConfig, logger *slog.Logger, timed func(floodgate.Store) floodgate.Store) *resilience {
 	if _, ok := st.(*memory.Store); ok {
 		return &resilience{store: timed(st)}
 	}
@@ -90,7 +90,7 @@ func newResilience(st floodgate.Store, cfg serveConfig, logger *slog.Logger, tim
 }
 
 // engineOptions are the engine's failure-policy options.
-func (r *resilience) engineOptions(cfg serveConfig, logger *slog.Logger) engine.Options {
+func (r *resilience) engineOptions(cfg stackConfig, logger *slog.Logger) engine.Options {
 	opts := engine.Options{Logger: logger, OnStoreError: cfg.onStoreError}
 	if opts.OnStoreError == rules.FailureDefault {
 		opts.OnStoreError = defaultOnStoreError
@@ -109,9 +109,9 @@ func (r *resilience) close() {
 	}
 }
 
-// resilienceFlags are serve's flags of the failure handling. Their zero
+// resilienceFlags are the store stack's flags of the failure handling. Their zero
 // values stand for the defaults, resolved by newResilience.
-func resilienceFlags(cfg *serveConfig, fs interface {
+func resilienceFlags(cfg *stackConfig, fs interface {
 	Func(name, usage string, fn func(string) error)
 	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
 	IntVar(p *int, name string, value int, usage string)

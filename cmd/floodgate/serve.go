@@ -13,12 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
 	"github.com/floodgate/floodgate/metrics"
 	"github.com/floodgate/floodgate/rls"
-	"github.com/floodgate/floodgate/rules"
 )
 
 func init() {
@@ -31,20 +29,12 @@ type serveConfig struct {
 	grpc            string
 	config          string
 	rlsHeaders      rls.HeaderMode
-	store           string
 	logFormat       string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
-	syncInterval    time.Duration
 	metrics         string
 
-	onStoreError    rules.FailurePolicy
-	storeTimeout    time.Duration
-	breakerFailures int
-	breakerCooldown time.Duration
-	assumeInstances int
-
-	throughput throughputConfig
+	stack stackConfig
 }
 
 // parseServe parses serve's flags and their environment variables (looked up
@@ -61,14 +51,11 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 		cfg.rlsHeaders = m
 		return err
 	})
-	fs.StringVar(&cfg.store, "store", "memory", "store `url`: memory (in-process)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus) on a listener of its own (default: served on --http)")
-	fs.DurationVar(&cfg.syncInterval, "sync-interval", 0, fmt.Sprintf("`interval` at which rules with consistency approximate sync their local counts with a shared store (default %v)", approx.DefaultSyncInterval))
-	resilienceFlags(&cfg, fs)
-	throughputFlags(&cfg.throughput, fs)
+	stackFlags(&cfg.stack, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz, GET /readyz and GET /metrics on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -81,7 +68,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
 		return cfg, err
 	}
-	if err := cfg.throughput.check(); err != nil {
+	if err := cfg.stack.check(); err != nil {
 		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
 		return cfg, err
 	}
@@ -117,54 +104,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // listening, a line "listening" with protocol=http (and protocol=grpc) and
 // the actual addr.
 func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
-	quietRedis(logger)
-	st, err := openStore(ctx, cfg.store)
-	if err != nil {
-		logger.Error("cannot open store", "err", err)
-		return 1
-	}
-	logger.Info("store opened", "store", cfg.store)
-	mx := metrics.New()
-	apx, err := newApprox(st, cfg, logger)
-	if err != nil {
-		logger.Error("cannot start approximate counting", "err", err)
-		st.Close()
-		return 1
-	}
-	res := newResilience(st, cfg, logger, mx.Store)
-	st = res.store
-	closeStore := func() int {
-		if apx != nil {
-			// Pushes the counts admitted since the last sync.
-			if err := apx.Close(); err != nil {
-				logger.Error("closing approximate counters", "err", err)
-			}
-		}
-		res.close()
-		if err := st.Close(); err != nil {
-			logger.Error("closing store", "store", cfg.store, "err", err)
-			return 1
-		}
-		return 0
-	}
-
 	ruleSet, watcher, err := loadRules(ctx, cfg.config, logger)
 	if err != nil {
 		logger.Error("cannot load rules", "config", cfg.config, "err", err)
-		closeStore()
 		return 1
 	}
 	if watcher != nil {
 		defer watcher.Close()
 	}
-	engOpts := res.engineOptions(cfg, logger)
-	if apx != nil {
-		engOpts.Approximate = apx
+	mx := metrics.New()
+	stk, err := newStack(ctx, cfg.stack, ruleSet, engine.FrontGRPC, logger, mx)
+	if err != nil {
+		logger.Error("cannot start the store stack", "store", cfg.stack.store, "err", err)
+		return 1
 	}
-	engOpts.Observe, engOpts.Front = mx.Observe, engine.FrontGRPC
-	eng := engine.NewWithOptions(st, ruleSet, engOpts)
-	defer eng.Close()
-	registerMetrics(mx, logger, eng, res, watcher, apx)
+	closeStore := func() int {
+		if stk.close() != nil {
+			return 1
+		}
+		return 0
+	}
+	st, eng := stk.store, stk.engine
+	stk.registerMetrics(watcher)
 	rlsSrv := rls.New(eng, rls.Options{Headers: cfg.rlsHeaders, Logger: logger})
 
 	ln, err := net.Listen("tcp", cfg.http)

@@ -15,7 +15,7 @@ import (
 	"github.com/floodgate/floodgate/overlimit"
 )
 
-// throughputConfig is what serve's flags of the shared-store fast path set:
+// throughputConfig is what the store stack's flags of the shared-store fast path set:
 // batching of concurrent decisions and the over-limit cache.
 type throughputConfig struct {
 	batch         bool
@@ -25,7 +25,7 @@ type throughputConfig struct {
 	overlimitSize int
 }
 
-// throughputFlags are serve's flags of batching and the over-limit cache.
+// throughputFlags are the store stack's flags of batching and the over-limit cache.
 func throughputFlags(cfg *throughputConfig, fs interface {
 	BoolVar(p *bool, name string, value bool, usage string)
 	DurationVar(p *time.Duration, name string, value time.Duration, usage string)

@@ -20,6 +20,9 @@ import (
 // defaultThroughput is what serve's throughput flags give by default.
 var defaultThroughput = throughputConfig{batch: true, batchMax: 128, overlimit: true, overlimitSize: 65536}
 
+// defaultStack is what the store stack's flags give by default.
+var defaultStack = stackConfig{store: "memory", throughput: defaultThroughput}
+
 func TestParseThroughput(t *testing.T) {
 	env := map[string]string{
 		"FLOODGATE_BATCH": "false", "FLOODGATE_BATCH_WINDOW": "200us", "FLOODGATE_BATCH_MAX": "32",
@@ -31,16 +34,16 @@ func TestParseThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := throughputConfig{batch: false, batchWindow: 200 * time.Microsecond, batchMax: 32, overlimit: false, overlimitSize: 1000}
-	if cfg.throughput != want {
-		t.Errorf("from the environment: got %+v, want %+v", cfg.throughput, want)
+	if cfg.stack.throughput != want {
+		t.Errorf("from the environment: got %+v, want %+v", cfg.stack.throughput, want)
 	}
 	cfg, err = parseServe([]string{"--batch", "--batch-max", "7", "--overlimit-cache=true"}, io.Discard, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = throughputConfig{batch: true, batchWindow: 200 * time.Microsecond, batchMax: 7, overlimit: true, overlimitSize: 1000}
-	if cfg.throughput != want {
-		t.Errorf("flags over the environment: got %+v, want %+v", cfg.throughput, want)
+	if cfg.stack.throughput != want {
+		t.Errorf("flags over the environment: got %+v, want %+v", cfg.stack.throughput, want)
 	}
 	for _, args := range [][]string{
 		{"--batch-window", "-1ms"}, {"--batch-window", "2s"}, {"--batch-max", "0"}, {"--overlimit-size", "0"}, {"--batch", "maybe"},
@@ -156,7 +159,7 @@ func (f *flakyStore) Decide(ctx context.Context, ops []floodgate.Op) error {
 // denial is.
 func TestPolicyDenialNotCached(t *testing.T) {
 	flaky := &flakyStore{Store: memory.New(memory.Options{})}
-	cfg := serveConfig{onStoreError: rules.FailClosed, breakerFailures: 1000, throughput: defaultThroughput}
+	cfg := stackConfig{onStoreError: rules.FailClosed, breakerFailures: 1000, throughput: defaultThroughput}
 	logger := slog.New(slog.DiscardHandler)
 	res := newResilience(flaky, cfg, logger, func(s floodgate.Store) floodgate.Store { return s })
 	defer res.store.Close()
