@@ -10,6 +10,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,6 +19,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/floodgate/floodgate"
 )
@@ -179,6 +183,7 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	var issued, done atomic.Int64
 	var allowedN, deniedN, errN atomic.Int64
 	start := time.Now()
@@ -230,13 +235,15 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 				}
 				t0 := time.Now()
 				ok, err := t.Decide(ctx, keys[k], cfg.Hits)
-				wk.hist.Record(time.Since(t0))
+				t1 := time.Now()
+				if err != nil && cutByEnd(ctx, deadline, t1, err) {
+					// The run ended during this decision: not counted,
+					// neither as an error nor as a decision, nor timed.
+					return
+				}
+				wk.hist.Record(t1.Sub(t0))
 				switch {
 				case err != nil:
-					if ctx.Err() != nil {
-						// The run ended during this decision: not counted.
-						return
-					}
 					wk.errs++
 					errN.Add(1)
 					if wk.firstErr == nil {
@@ -339,6 +346,24 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 		rep.Exactness = &Exactness{Admitted: admitted, Allows: allows, OK: admitted <= allows}
 	}
 	return rep, nil
+}
+
+// cutByEnd reports whether err, returned at now by a decision of a run
+// whose context is ctx with the given deadline, is the run's own end
+// cutting the decision short rather than a failure of the target: ctx is
+// done, or err is a deadline (the context's, or a gRPC DeadlineExceeded
+// status) at or past the run's deadline. A target may see the deadline
+// pass before the context's timer has cancelled ctx: the gRPC client, for
+// one, fails a call with DeadlineExceeded from the deadline itself. A
+// deadline error before the run's deadline is the target's own failure.
+func cutByEnd(ctx context.Context, deadline, now time.Time, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.DeadlineExceeded {
+		return false
+	}
+	return !deadline.IsZero() && !now.Before(deadline)
 }
 
 // Allows returns the most cost l admits to one fresh key between from and
