@@ -34,9 +34,12 @@ type Result struct {
 	RetryAfter time.Duration
 }
 
-// combine folds one limit's result r into the combined result acc. first is
-// true for the first limit.
-func combine(acc, r Result, first bool) Result {
+// Combine folds one limit's result r into acc, the combined result of the
+// limits before it (first is true when r is the first limit's): of several
+// limits, the denial with the longest RetryAfter decides, or when every
+// limit admits, the one with the fewest units remaining (then the latest
+// reset). Every store combines the limits of an op this way.
+func Combine(acc, r Result, first bool) Result {
 	if first {
 		return r
 	}

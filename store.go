@@ -106,7 +106,7 @@ func Apply(op *Op, states []State, now int64) bool {
 		if each != nil {
 			each[i] = r
 		}
-		acc = combine(acc, r, i == 0)
+		acc = Combine(acc, r, i == 0)
 	}
 	if allowed && op.Cost > 0 {
 		for i, l := range op.Limits {
@@ -128,7 +128,7 @@ func Apply(op *Op, states []State, now int64) bool {
 			if each != nil {
 				each[i] = cur
 			}
-			acc = combine(acc, cur, i == 0)
+			acc = Combine(acc, cur, i == 0)
 		}
 	}
 	op.Result = acc
@@ -153,7 +153,7 @@ func applyRelease(op *Op, states []State, now int64, each []Result) bool {
 		if each != nil {
 			each[i] = r
 		}
-		acc = combine(acc, r, i == 0)
+		acc = Combine(acc, r, i == 0)
 	}
 	acc.Allowed = held
 	op.Result = acc

@@ -532,36 +532,11 @@ func decode(op *floodgate.Op, val any) error {
 		if each != nil {
 			each[i] = r
 		}
-		acc = combine(acc, r, i == 0)
+		acc = floodgate.Combine(acc, r, i == 0)
 	}
 	if op.Release || len(op.Limits) > 1 {
 		acc.Allowed = n[0] == 1
 	}
 	op.Result = acc
 	return nil
-}
-
-// combine folds one limit's result r into the combined result acc, as the
-// core does: the denial with the longest RetryAfter, or when all allowed, the
-// limit with the fewest units remaining (then the latest reset).
-func combine(acc, r floodgate.Result, first bool) floodgate.Result {
-	if first {
-		return r
-	}
-	switch {
-	case acc.Allowed && !r.Allowed:
-		return r
-	case !acc.Allowed && r.Allowed:
-		return acc
-	case !acc.Allowed:
-		if r.RetryAfter > acc.RetryAfter {
-			return r
-		}
-		return acc
-	default:
-		if r.Remaining < acc.Remaining || (r.Remaining == acc.Remaining && r.ResetAfter > acc.ResetAfter) {
-			return r
-		}
-		return acc
-	}
 }
