@@ -78,6 +78,10 @@ func newResilience(st floodgate.Store, cfg stackConfig, logger *slog.Logger, tim
 				}
 				return node.Options().Addr
 			}
+			// After a master fails over, reload the slot map so that Shard
+			// and the client name the promoted replica (go-redis reloads it
+			// on its own only on MOVED, which a dead master never sends).
+			bo.Refresh = func() { cc.ReloadState(context.Background()) }
 		}
 	}
 	r.brk = breaker.New(timed(st), bo)
