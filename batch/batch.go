@@ -31,6 +31,7 @@
 // ran it. The other callers of the batch are not affected. The inner call
 // runs under a context that no single caller can cancel, and that ends at
 // the latest deadline among the batch's callers (none if one has none).
+// [Options.MaxWait] ends a caller's wait the same way, with [ErrMaxWait].
 package batch
 
 import (
@@ -67,7 +68,19 @@ type Options struct {
 	// [DefaultMaxInFlight] (1): every caller that arrives while a call is in
 	// flight waits for the next batch, which gives the largest batches.
 	MaxInFlight int
+	// MaxWait, when set, bounds how long a caller that could not send its
+	// ops at once waits for their results, queued or sent: past it, Decide
+	// returns [ErrMaxWait] for its ops, as if its context had ended (queued
+	// ops are never sent; sent ones are decided all the same). Set it to the
+	// inner store's own deadline so that queueing behind a slow call does not
+	// add a second deadline to a decision. The inner call's context is not
+	// affected. Default 0: only the caller's context bounds the wait.
+	MaxWait time.Duration
 }
+
+// ErrMaxWait is the error of the ops of a caller that waited
+// [Options.MaxWait] for its results. It wraps [context.DeadlineExceeded].
+var ErrMaxWait = fmt.Errorf("batch: results not ready within the longest wait: %w", context.DeadlineExceeded)
 
 // Waiter states.
 const (
@@ -118,6 +131,9 @@ func New(inner floodgate.Store, opts Options) *Store {
 	if opts.Window < 0 {
 		opts.Window = 0
 	}
+	if opts.MaxWait < 0 {
+		opts.MaxWait = 0
+	}
 	return &Store{inner: inner, opts: opts}
 }
 
@@ -162,29 +178,38 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	}
 	s.mu.Unlock()
 
+	var timeout <-chan time.Time
+	if s.opts.MaxWait > 0 {
+		t := time.NewTimer(s.opts.MaxWait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
 	select {
 	case <-w.done:
 		return firstErr(ops)
 	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timeout:
+		err = ErrMaxWait
 	}
 	s.mu.Lock()
 	if w.state.Load() == stQueued {
 		s.remove(w)
 		s.mu.Unlock()
-		return cancelled(ops, ctx)
+		return failAll(ops, err)
 	}
 	s.mu.Unlock()
 	if w.state.CompareAndSwap(stSent, stAbandoned) {
-		return cancelled(ops, ctx)
+		return failAll(ops, err)
 	}
 	// The results are being delivered: take them.
 	<-w.done
 	return firstErr(ops)
 }
 
-// cancelled gives every op the context's error.
-func cancelled(ops []floodgate.Op, ctx context.Context) error {
-	err := ctx.Err()
+// failAll gives every op err, the reason its caller stopped waiting.
+func failAll(ops []floodgate.Op, err error) error {
 	for i := range ops {
 		ops[i].Err = err
 	}
@@ -253,8 +278,11 @@ func (s *Store) flush(wait bool) {
 			s.mu.Unlock()
 			return
 		}
+		// Copied under the lock: a caller that gives up takes the lock
+		// before it writes its ops' errors.
+		buf, each = gather(batch, buf[:0], each[:0])
 		s.mu.Unlock()
-		buf, each = s.send(batch, buf[:0], each[:0])
+		buf, each = s.send(batch, buf, each)
 	}
 }
 
@@ -281,12 +309,10 @@ func (s *Store) take() []*waiter {
 	return batch
 }
 
-// send decides one batch on copies of its waiters' ops (a caller that leaves
-// must not see its ops written afterwards), then delivers the results to the
-// waiters still there. It returns the buffers for reuse.
-func (s *Store) send(batch []*waiter, buf []floodgate.Op, each []floodgate.Result) ([]floodgate.Op, []floodgate.Result) {
-	var deadline time.Time
-	bounded := true
+// gather copies the ops of batch's waiters into buf, with room for their
+// per-limit results in each, and records where each waiter's ops start.
+// s.mu is held.
+func gather(batch []*waiter, buf []floodgate.Op, each []floodgate.Result) ([]floodgate.Op, []floodgate.Result) {
 	for _, w := range batch {
 		w.off = len(buf)
 		for i := range w.ops {
@@ -303,6 +329,18 @@ func (s *Store) send(batch []*waiter, buf []floodgate.Op, each []floodgate.Resul
 			}
 			buf = append(buf, op)
 		}
+	}
+	return buf, each
+}
+
+// send decides one batch on buf, the copies of its waiters' ops made by
+// gather (a caller that leaves must not see its ops written afterwards),
+// then delivers the results to the waiters still there. It returns the
+// buffers for reuse.
+func (s *Store) send(batch []*waiter, buf []floodgate.Op, each []floodgate.Result) ([]floodgate.Op, []floodgate.Result) {
+	var deadline time.Time
+	bounded := true
+	for _, w := range batch {
 		if d, ok := w.ctx.Deadline(); !ok {
 			bounded = false
 		} else if d.After(deadline) {

@@ -448,3 +448,38 @@ func BenchmarkParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestMaxWait: a caller queued behind a call that does not return, then
+// sent in a call that does not return either, stops waiting after MaxWait
+// each time, with ErrMaxWait; the queued one's op is never sent.
+func TestMaxWait(t *testing.T) {
+	g := newGated(newMemory())
+	s := New(g, Options{MaxWait: 20 * time.Millisecond})
+	defer s.Close()
+	bg := context.Background()
+	leader := make(chan error, 1)
+	go func() { _, err := floodgate.New(s).Allow(bg, "leader", perYear); leader <- err }()
+	<-g.arrived
+
+	// Queued, never sent.
+	if _, err := floodgate.New(s).Allow(bg, "queued", perYear); !errors.Is(err, ErrMaxWait) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("queued caller: %v, want ErrMaxWait", err)
+	}
+	waitQueued(t, s, 0)
+
+	// Queued, then sent in a call that stalls.
+	sent := make(chan error, 1)
+	go func() { _, err := floodgate.New(s).Allow(bg, "sent", perYear); sent <- err }()
+	waitQueued(t, s, 1)
+	g.release <- struct{}{} // the leader's call
+	if err := <-leader; err != nil {
+		t.Errorf("leader: %v", err)
+	}
+	if ops := <-g.arrived; len(ops) != 1 || ops[0].Key != "sent" {
+		t.Errorf("next batch %v, want only key sent", ops)
+	}
+	if err := <-sent; !errors.Is(err, ErrMaxWait) {
+		t.Errorf("sent caller: %v, want ErrMaxWait", err)
+	}
+	close(g.release)
+}

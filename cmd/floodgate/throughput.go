@@ -11,6 +11,7 @@ import (
 
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/batch"
+	"github.com/floodgate/floodgate/breaker"
 	"github.com/floodgate/floodgate/metrics"
 	"github.com/floodgate/floodgate/overlimit"
 )
@@ -71,6 +72,11 @@ func fastPath(st floodgate.Store, cfg throughputConfig, shard func(key string) s
 	var b batcher
 	if cfg.batch {
 		opts := batchOptions(cfg)
+		if brk, ok := st.(*breaker.Store); ok {
+			// A decision queued behind a call in flight waits at most one
+			// deadline in all, not that call's and then its own.
+			opts.MaxWait = brk.Timeout()
+		}
 		if shard != nil {
 			b = newShardedBatch(st, shard, opts)
 		} else {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/breaker"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
@@ -196,4 +197,48 @@ func TestPolicyDenialNotCached(t *testing.T) {
 	if hits, _ := res.cache.Stats(); hits != 1 {
 		t.Errorf("cache hits %d, want 1 (only the store's own denial)", hits)
 	}
+}
+
+// stalled is a store that never answers: each call ends only when its
+// context does, as a paused Redis behind the breaker's deadline.
+type stalled struct {
+	floodgate.Store
+	arrived chan struct{}
+}
+
+func (s *stalled) Decide(ctx context.Context, ops []floodgate.Op) error {
+	s.arrived <- struct{}{}
+	<-ctx.Done()
+	for i := range ops {
+		ops[i].Err = ctx.Err()
+	}
+	return ctx.Err()
+}
+
+// TestQueuedDecisionWithinDeadline: a decision that queues behind a call in
+// flight on a stalled store must not wait for that call and then for its own
+// (two deadlines, more behind several batches): it is answered within the
+// store deadline, by the failure policy.
+func TestQueuedDecisionWithinDeadline(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	inner := &stalled{Store: memory.New(memory.Options{}), arrived: make(chan struct{}, 4)}
+	brk := breaker.New(inner, breaker.Options{Timeout: timeout})
+	st, _, _ := fastPath(brk, defaultThroughput, nil)
+	defer st.Close()
+	lim := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Minute}
+	ctx := context.Background()
+
+	first := make(chan error, 1)
+	go func() { _, err := floodgate.New(st).Allow(ctx, "first", lim); first <- err }()
+	<-inner.arrived // the first call is in flight
+	start := time.Now()
+	_, err := floodgate.New(st).Allow(ctx, "queued", lim)
+	took := time.Since(start)
+	if err == nil {
+		t.Error("queued decision on a stalled store: no error")
+	}
+	if took > timeout+timeout/2 {
+		t.Errorf("queued decision took %v, want at most the deadline %v and some margin", took, timeout)
+	}
+	<-first
 }
