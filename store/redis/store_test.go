@@ -472,3 +472,43 @@ func TestParseURL(t *testing.T) {
 }
 
 var _ goredis.UniversalClient
+
+// Passwords may hold '/', '?', '#' and '@' unencoded: the user information
+// ends at the last '@', and errors never show any part of the password.
+func TestParseURLSpecialPassword(t *testing.T) {
+	for _, c := range []struct {
+		url  string
+		want redisstore.Options
+	}{
+		{"redis://:pa/ss@h:1/2", redisstore.Options{Addrs: []string{"h:1"}, Password: "pa/ss", DB: 2}},
+		{"redis://u:p?s#s@h", redisstore.Options{Addrs: []string{"h:6379"}, Username: "u", Password: "p?s#s"}},
+		{"redis://u:p@s/s@[::1]", redisstore.Options{Addrs: []string{"[::1]:6379"}, Username: "u", Password: "p@s/s"}},
+		{"redis-sentinel://u:p/w@m@h1,h2", redisstore.Options{Addrs: []string{"h1:26379", "h2:26379"}, MasterName: "m", Username: "u", Password: "p/w"}},
+	} {
+		got, err := redisstore.ParseURL(c.url)
+		if err != nil {
+			t.Errorf("ParseURL(%q): %v", c.url, err)
+			continue
+		}
+		c.want.URL = c.url
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("ParseURL(%q) =\n %+v\nwant %+v", c.url, got, c.want)
+		}
+	}
+	for _, u := range []string{
+		"redis://u:top/secret@h:x",
+		"redis://u:top?secret@h:x",
+		"redis://u:top@secret@h:x",
+		"redis://:top#secret@h:1?x=1",
+		"redis-sentinel://u:top@secret@m@h:x",
+	} {
+		_, err := redisstore.ParseURL(u)
+		if err == nil {
+			t.Errorf("ParseURL(%q): no error", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "top") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("ParseURL(%q): error shows the password: %v", u, err)
+		}
+	}
+}

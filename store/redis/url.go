@@ -18,7 +18,8 @@ import (
 //	rediss-cluster://...                            the same over TLS
 //	redis-sentinel://[user:pass@]master@host:port,host:port[/db]   a master found by Sentinel (port 26379)
 //
-// User and password may be percent-encoded. Errors name the part that is
+// User and password may be percent-encoded; unencoded, the user information
+// ends at the last '@', so a password may hold '@', '/', '?' or '#'. Errors name the part that is
 // wrong; they never repeat the password.
 func ParseURL(raw string) (Options, error) {
 	opts := Options{URL: raw}
@@ -45,6 +46,13 @@ func ParseURL(raw string) (Options, error) {
 	default:
 		return bad("unknown scheme %q: want redis, rediss, redis-cluster, rediss-cluster or redis-sentinel", scheme)
 	}
+	// The user information ends at the last '@': host names, ports and the
+	// database never hold one, and a password may hold '@', '/', '?' or '#'
+	// unencoded.
+	var userinfo string
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		userinfo, rest = rest[:i], rest[i+1:]
+	}
 	if i := strings.IndexAny(rest, "?#"); i >= 0 {
 		return bad("query or fragment %q: not supported", rest[i:])
 	}
@@ -53,10 +61,6 @@ func ParseURL(raw string) (Options, error) {
 		rest, path = rest[:i], rest[i+1:]
 	}
 	hosts := rest
-	var userinfo string
-	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
-		userinfo, hosts = rest[:i], rest[i+1:]
-	}
 	if scheme == "redis-sentinel" {
 		if userinfo == "" {
 			return bad("no master name: want redis-sentinel://[user:pass@]master@host:port,...")
@@ -136,23 +140,29 @@ func hostPort(h, defPort string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// redact replaces the password in a URL with "xxxxx".
+// redact replaces the password in a URL with "xxxxx". The user information
+// ends at the last '@' (for redis-sentinel, the one before the master name),
+// as [ParseURL] reads it.
 func redact(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return raw
 	}
-	end := len(rest)
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		end = i
-	}
-	at := strings.IndexByte(rest[:end], '@')
+	at := strings.LastIndexByte(rest, '@')
 	if at < 0 {
 		return raw
 	}
-	user, _, hasPass := strings.Cut(rest[:at], ":")
+	cred, tail := rest[:at], rest[at:]
+	if scheme == "redis-sentinel" {
+		j := strings.LastIndexByte(cred, '@')
+		if j < 0 {
+			return raw
+		}
+		cred, tail = cred[:j], cred[j:]+tail
+	}
+	user, _, hasPass := strings.Cut(cred, ":")
 	if !hasPass {
 		return raw
 	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
+	return scheme + "://" + user + ":xxxxx" + tail
 }
