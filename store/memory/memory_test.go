@@ -456,3 +456,49 @@ func TestMultiLimitWithOverflow(t *testing.T) {
 		t.Fatalf("Len %d, want 1", s.Len())
 	}
 }
+
+// TestSameLimitTwice: an op may list one limit twice; its key then holds one
+// entry, not two, and once that entry expires the room is all free again.
+// Counting it twice left phantom entries that made an empty table deny new
+// keys.
+func TestSameLimitTwice(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0)
+	s := newStore(t, memory.Options{Capacity: 64, Shards: 1, Overflow: memory.OverflowDeny, Clock: clock.Load})
+	for _, l := range []floodgate.Limit{
+		{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Second},
+		{Algorithm: floodgate.SlidingWindow, Quota: 5, Window: time.Second},
+		{Algorithm: floodgate.SlidingWindowLog, Quota: 5, Window: time.Second},
+	} {
+		twice := []floodgate.Limit{l, l}
+		for i := range 32 {
+			if r := decide(t, s, floodgate.Op{Key: fmt.Sprint(l.Algorithm, i), Limits: twice, Cost: 1}); !r.Allowed {
+				t.Fatalf("%v: key %d denied: %+v", l, i, r)
+			}
+		}
+		if n := s.Len(); n != 32 {
+			t.Fatalf("%v: Len %d after 32 keys, want 32", l, n)
+		}
+		// Every entry expires; 64 new keys fit in the 64 entries.
+		clock.Add(3e6)
+		for i := range 64 {
+			if r := decide(t, s, floodgate.Op{Key: fmt.Sprint("new", l.Algorithm, i), Limits: []floodgate.Limit{l}, Cost: 1}); !r.Allowed {
+				t.Fatalf("%v: new key %d denied on a table of %d entries: %+v", l, i, s.Len(), r)
+			}
+		}
+		clock.Add(3e6)
+	}
+	lease := floodgate.Limit{Algorithm: floodgate.Concurrency, Quota: 5, Window: time.Second}
+	op := floodgate.Op{Key: "lease", Limits: []floodgate.Limit{lease, lease}, Cost: 1, Lease: "a"}
+	if r := decide(t, s, op); !r.Allowed {
+		t.Fatalf("lease denied: %+v", r)
+	}
+	before := s.Len()
+	op.Release = true
+	if r := decide(t, s, op); !r.Allowed {
+		t.Fatalf("release of a held lease: %+v", r)
+	}
+	if n := s.Len(); n != before-1 {
+		t.Fatalf("Len %d after releasing the only lease of a key, want %d", n, before-1)
+	}
+}

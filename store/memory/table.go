@@ -153,7 +153,7 @@ func (s *Store) decideSlow(op *floodgate.Op, infos []*limitInfo, h uint64, sh *s
 			if useOv && missing[j] {
 				s.ov.store(li.limit, states[j], now)
 			} else {
-				sh.store(li, ids[j], states[j], !missing[j], now)
+				sh.store(li, ids[j], states[j], now)
 			}
 		}
 	}
@@ -209,42 +209,56 @@ func (sh *shard) load(li *limitInfo, id uint64) (floodgate.State, bool) {
 }
 
 // store keeps st as entry id under l, or drops the entry when st is
-// equivalent to a fresh state at now. held says whether the entry exists.
-func (sh *shard) store(li *limitInfo, id uint64, st floodgate.State, held bool, now int64) {
+// equivalent to a fresh state at now. An op may list a limit twice, so the
+// entry's presence is looked up, not taken from the load: it is counted once.
+func (sh *shard) store(li *limitInfo, id uint64, st floodgate.State, now int64) {
 	l := li.limit
 	exp := l.ExpiresAt(st)
 	if exp <= now {
-		if held {
-			sh.remove(l, id)
-		}
+		sh.remove(l, id)
 		return
 	}
 	switch l.Algorithm {
 	case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
 		if i := sh.tw.find(id); i >= 0 {
 			sh.tw.slots[i].exp, sh.tw.slots[i].n = exp, st.N
-		} else {
-			sh.tw.insert(id, exp, st.N)
+			return
 		}
+		sh.tw.insert(id, exp, st.N)
 	case floodgate.SlidingWindow:
+		_, held := sh.sw[id]
 		sh.sw[id] = [3]int64{exp, st.N, st.P}
+		if held {
+			return
+		}
 	default:
+		_, held := sh.ev[id]
 		sh.ev[id] = events{exp: exp, ev: st.Events}
+		if held {
+			return
+		}
 	}
-	if !held {
-		sh.n++
-	}
+	sh.n++
 }
 
+// remove drops entry id under l, if held.
 func (sh *shard) remove(l floodgate.Limit, id uint64) {
 	switch l.Algorithm {
 	case floodgate.FixedWindow, floodgate.TokenBucket, floodgate.GCRA:
-		if i := sh.tw.find(id); i >= 0 {
-			sh.tw.removeAt(i)
+		i := sh.tw.find(id)
+		if i < 0 {
+			return
 		}
+		sh.tw.removeAt(i)
 	case floodgate.SlidingWindow:
+		if _, ok := sh.sw[id]; !ok {
+			return
+		}
 		delete(sh.sw, id)
 	default:
+		if _, ok := sh.ev[id]; !ok {
+			return
+		}
 		delete(sh.ev, id)
 	}
 	sh.n--
