@@ -159,6 +159,9 @@ func New(opts Options) *Store {
 // After [Store.Close] every op gets [floodgate.ErrClosed].
 func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	if err := ctx.Err(); err != nil {
+		for i := range ops {
+			ops[i].Err = err
+		}
 		return err
 	}
 	if s.closed.Load() {

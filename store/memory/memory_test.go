@@ -502,3 +502,18 @@ func TestSameLimitTwice(t *testing.T) {
 		t.Fatalf("Len %d after releasing the only lease of a key, want %d", n, before-1)
 	}
 }
+
+// TestCancelledContextSetsErr: a batch refused for a cancelled context
+// gives every op that error, not a result left from an earlier use.
+func TestCancelledContextSetsErr(t *testing.T) {
+	s := newStore(t, memory.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ops := []floodgate.Op{{Key: "k", Limits: []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 1, Window: time.Second}}, Cost: 1, Result: floodgate.Result{Allowed: true}}}
+	if err := s.Decide(ctx, ops); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Decide with a cancelled context: %v", err)
+	}
+	if !errors.Is(ops[0].Err, context.Canceled) {
+		t.Fatalf("op Err %v, want the context's error", ops[0].Err)
+	}
+}
