@@ -218,6 +218,15 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		}
 		sh := s.shardOf(op.Key)
 		sh.mu.Lock()
+		if s.closed.Load() {
+			// Checked under the shard's lock: Close sets closed before its
+			// final sync collects the shard, so a cost admitted here is
+			// always pushed by that sync.
+			sh.mu.Unlock()
+			op.Err = floodgate.ErrClosed
+			first = cmpErr(first, op.Err)
+			continue
+		}
 		for _, l := range op.Limits {
 			k := entryKey{op.Key, l}
 			e := sh.m[k]
