@@ -19,8 +19,8 @@ import (
 //	redis-sentinel://[user:pass@]master@host:port,host:port[/db]   a master found by Sentinel (port 26379)
 //
 // User and password may be percent-encoded; unencoded, the user information
-// ends at the last '@', so a password may hold '@', '/', '?' or '#'. Errors name the part that is
-// wrong; they never repeat the password.
+// ends at the last '@', so a password may hold '@', '/', '?' or '#'. Errors
+// name the part that is wrong; they never repeat the password.
 func ParseURL(raw string) (Options, error) {
 	opts := Options{URL: raw}
 	shown := redact(raw)
