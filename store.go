@@ -59,6 +59,9 @@ func (op *Op) Check() error {
 	if err := ValidateCost(op.Cost); err != nil {
 		return err
 	}
+	if op.Now < 0 {
+		return fmt.Errorf("floodgate: key %q: instant %d µs: %w: want 0 (the store's clock) or a time after 1970", op.Key, op.Now, ErrInvalid)
+	}
 	if len(op.Limits) == 0 {
 		return fmt.Errorf("floodgate: key %q: no limits: %w", op.Key, ErrInvalid)
 	}

@@ -642,6 +642,7 @@ func testInvalidOps(t *testing.T, s floodgate.Store) {
 		{"huge key", floodgate.Op{Key: strings.Repeat("k", floodgate.MaxKeyLen+1), Limits: limits, Cost: 1}},
 		{"negative cost", floodgate.Op{Key: key, Limits: limits, Cost: -1}},
 		{"huge cost", floodgate.Op{Key: key, Limits: limits, Cost: floodgate.MaxCost + 1}},
+		{"instant before 1970", floodgate.Op{Key: key, Limits: limits, Cost: 1, Now: -1500}},
 		{"no limits", floodgate.Op{Key: key, Cost: 1}},
 		{"zero limit", floodgate.Op{Key: key, Limits: []floodgate.Limit{{}}, Cost: 1}},
 		{"zero quota", floodgate.Op{Key: key, Limits: []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Window: time.Second}}, Cost: 1}},
@@ -660,7 +661,9 @@ func testInvalidOps(t *testing.T, s floodgate.Store) {
 		floodgate.Op{Key: maxKey, Limits: limits, Cost: 2},
 	)
 	for i := range ops {
-		ops[i].Now = weekBase
+		if ops[i].Now == 0 {
+			ops[i].Now = weekBase
+		}
 	}
 	err := s.Decide(context.Background(), ops)
 	if !errors.Is(err, floodgate.ErrInvalid) {

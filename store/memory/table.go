@@ -44,7 +44,7 @@ type events struct {
 
 // decide validates and decides one op, and returns its error.
 func (s *Store) decide(op *floodgate.Op) error {
-	if len(op.Key) == 0 || len(op.Key) > floodgate.MaxKeyLen || op.Cost < 0 || op.Cost > floodgate.MaxCost || len(op.Limits) == 0 {
+	if len(op.Key) == 0 || len(op.Key) > floodgate.MaxKeyLen || op.Cost < 0 || op.Cost > floodgate.MaxCost || op.Now < 0 || len(op.Limits) == 0 {
 		return op.Check()
 	}
 	var infoBuf [4]*limitInfo
