@@ -157,7 +157,14 @@ func TestServeEnvironment(t *testing.T) {
 		Env:  []string{"FLOODGATE_STORE=nosuch://x", "FLOODGATE_LOG_FORMAT=json", "FLOODGATE_LOG_LEVEL=debug"},
 	})
 	post(t, p.URL("/v1/check"), `{"key":"k","limit":`+yearly+`}`)
-	if logs := p.Stderr(); !strings.Contains(logs, `"msg":"listening"`) || !strings.Contains(logs, `"level":"DEBUG"`) {
+	// The decision's debug line may reach the pipe just after the answer.
+	applied := func(logs string) bool {
+		return strings.Contains(logs, `"msg":"listening"`) && strings.Contains(logs, `"level":"DEBUG"`)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !applied(p.Stderr()) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if logs := p.Stderr(); !applied(logs) {
 		t.Errorf("FLOODGATE_LOG_FORMAT=json and FLOODGATE_LOG_LEVEL=debug not applied:\n%s", logs)
 	}
 
