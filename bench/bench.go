@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -360,7 +361,10 @@ func cutByEnd(ctx context.Context, deadline, now time.Time, err error) bool {
 	if ctx.Err() != nil {
 		return true
 	}
-	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.DeadlineExceeded {
+	// A Redis client (go-redis) turns the context's deadline into the
+	// socket's, and fails with the socket's timeout (os.ErrDeadlineExceeded).
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, os.ErrDeadlineExceeded) &&
+		status.Code(err) != codes.DeadlineExceeded {
 		return false
 	}
 	return !deadline.IsZero() && !now.Before(deadline)

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ func TestRunDeadlineCut(t *testing.T) {
 	}{
 		{"grpc status past the deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), time.Now(), 0},
 		{"wrapped context error past the deadline", fmt.Errorf("post: %w", context.DeadlineExceeded), time.Now(), 0},
+		{"socket deadline past the deadline", fmt.Errorf("redis: decide key %q: read tcp: %w", "k", os.ErrDeadlineExceeded), time.Now(), 0},
+		{"socket deadline before the deadline", fmt.Errorf("redis: read tcp: %w", os.ErrDeadlineExceeded), time.Now().Add(time.Hour), n},
 		{"grpc status before the deadline", status.Error(codes.DeadlineExceeded, "server timeout"), time.Now().Add(time.Hour), n},
 		{"other error past the deadline", status.Error(codes.Unavailable, "connection refused"), time.Now(), n},
 	} {
