@@ -59,9 +59,7 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus), e.g. 127.0.0.1:9464 (default: not served; never on --listen, whose paths belong to the upstream)")
 	fs.DurationVar(&cfg.reloadInterval, "reload-interval", time.Second, "how often --config is checked for changes")
-	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	processFlags(fs, &cfg.logFormat, &cfg.logLevel, &cfg.shutdownTimeout)
 	stackFlags(&cfg.stack, fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate proxy --upstream URL --config FILE|DIR [flags]\n\n"+
@@ -75,16 +73,13 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	if err := parseFlags(fs, args, lookup); err != nil {
 		return cfg, err
 	}
-	var err error
+	err := checkProcess(cfg.logFormat, cfg.shutdownTimeout)
 	switch {
+	case err != nil:
 	case cfg.upstream == "":
 		err = errors.New("--upstream is required")
 	case cfg.config == "":
 		err = errors.New("--config is required")
-	case cfg.logFormat != "text" && cfg.logFormat != "json":
-		err = fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
-	case cfg.shutdownTimeout <= 0:
-		err = fmt.Errorf("--shutdown-timeout %v: want a positive duration", cfg.shutdownTimeout)
 	case (cfg.tlsCert == "") != (cfg.tlsKey == ""):
 		err = errors.New("--tls-cert and --tls-key go together")
 	default:

@@ -51,9 +51,7 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 		cfg.rlsHeaders = m
 		return err
 	})
-	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+	processFlags(fs, &cfg.logFormat, &cfg.logLevel, &cfg.shutdownTimeout)
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus) on a listener of its own (default: served on --http)")
 	stackFlags(&cfg.stack, fs)
 	fs.Usage = func() {
@@ -63,21 +61,34 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	if err := parseFlags(fs, args, lookup); err != nil {
 		return cfg, err
 	}
-	if cfg.logFormat != "text" && cfg.logFormat != "json" {
-		err := fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
-		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
-		return cfg, err
+	err := checkProcess(cfg.logFormat, cfg.shutdownTimeout)
+	if err == nil {
+		err = cfg.stack.check()
 	}
-	if err := cfg.stack.check(); err != nil {
-		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
-		return cfg, err
-	}
-	if cfg.shutdownTimeout <= 0 {
-		err := fmt.Errorf("--shutdown-timeout %v: want a positive duration", cfg.shutdownTimeout)
+	if err != nil {
 		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// processFlags defines the flags every long-running command shares: the
+// log format and level, and the shutdown timeout.
+func processFlags(fs *flag.FlagSet, format *string, level *slog.Level, shutdown *time.Duration) {
+	fs.StringVar(format, "log-format", "text", "log format: text or json")
+	fs.TextVar(level, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.DurationVar(shutdown, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long in-flight requests may take to finish")
+}
+
+// checkProcess validates the values of [processFlags].
+func checkProcess(format string, shutdown time.Duration) error {
+	switch {
+	case format != "text" && format != "json":
+		return fmt.Errorf("--log-format %q: want text or json", format)
+	case shutdown <= 0:
+		return fmt.Errorf("--shutdown-timeout %v: want a positive duration", shutdown)
+	}
+	return nil
 }
 
 // newLogger returns a logger writing to w in the given format ("text" or
