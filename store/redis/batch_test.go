@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -193,5 +194,88 @@ func TestNoScriptCluster(t *testing.T) {
 				t.Fatalf("round %d op %d (key %s): %+v, want allowed with %d remaining", round, i, op.Key, op.Result, want)
 			}
 		}
+	}
+}
+
+// TestManyLimitsInOneCall puts an op with more limits than the short form
+// can number before single-limit ops: those ops, whose limits get numbers
+// past the short form's range, are sent in the long form and decided the
+// same.
+func TestManyLimitsInOneCall(t *testing.T) {
+	s := newStore(t, "standalone")
+	ctx := context.Background()
+	many := make([]floodgate.Limit, 1100)
+	for i := range many {
+		many[i] = floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: int64(10 + i), Window: time.Hour}
+	}
+	one := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 5, Window: time.Hour}}
+	ops := []floodgate.Op{
+		{Key: "many", Limits: many, Cost: 1},
+		{Key: "one", Limits: one, Cost: 1},
+		{Key: "one", Limits: one, Cost: 2, Now: 0},
+	}
+	if err := s.Decide(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	if r := ops[0].Result; !r.Allowed || r.Remaining != 9 {
+		t.Errorf("op with %d limits: %+v, want allowed with 9 remaining", len(many), r)
+	}
+	for i, want := range []int64{4, 2} {
+		if r := ops[1+i].Result; !r.Allowed || r.Remaining != want {
+			t.Errorf("op %d: %+v, want allowed with %d remaining", 1+i, r, want)
+		}
+	}
+}
+
+// TestTextState reads states in the text form earlier versions wrote ("T",
+// "T:N", "T:N:P") as the same states, and writes them back packed.
+func TestTextState(t *testing.T) {
+	s := newStore(t, "standalone")
+	ctx := context.Background()
+	const now = int64(1_700_000_000_000_000)
+	cases := []struct {
+		l  floodgate.Limit
+		st floodgate.State
+	}{
+		{floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}, floodgate.State{T: now - now%3_600_000_000, N: 4}},
+		{floodgate.Limit{Algorithm: floodgate.SlidingWindow, Quota: 10, Window: time.Hour}, floodgate.State{T: now - now%3_600_000_000, N: 2, P: 6}},
+		{floodgate.Limit{Algorithm: floodgate.TokenBucket, Quota: 10, Window: time.Hour}, floodgate.State{T: now - 1000, N: 5 * 360_000_000}},
+		{floodgate.Limit{Algorithm: floodgate.GCRA, Quota: 10, Window: time.Hour}, floodgate.State{T: now + 3*360_000_000}},
+	}
+	for _, c := range cases {
+		t.Run(c.l.Algorithm.String(), func(t *testing.T) {
+			text := fmt.Sprintf("%d:%d:%d", c.st.T, c.st.N, c.st.P)
+			switch c.l.Algorithm {
+			case floodgate.GCRA:
+				text = fmt.Sprintf("%d", c.st.T)
+			case floodgate.FixedWindow, floodgate.TokenBucket:
+				text = fmt.Sprintf("%d:%d", c.st.T, c.st.N)
+			}
+			key := s.Key("text", c.l)
+			if err := s.Client().Set(ctx, key, text, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			ops := []floodgate.Op{{Key: "text", Limits: []floodgate.Limit{c.l}, Cost: 1, Now: now}}
+			want := ops[0]
+			ref := reference{states: map[string]floodgate.State{"text|" + c.l.String(): c.st}}
+			ref.decide(&want)
+			for round := 0; round < 2; round++ {
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatal(err)
+				}
+				if ops[0].Result != want.Result {
+					t.Fatalf("round %d, state %q: got %+v, want %+v", round, text, ops[0].Result, want.Result)
+				}
+				raw, err := s.Client().Get(ctx, key).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if raw[0] != 1 {
+					t.Fatalf("round %d: state written as %q, want the packed form", round, raw)
+				}
+				want = ops[0]
+				ref.decide(&want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,9 +31,14 @@ const benchKeys = 10_000
 
 var benchParallelism = []int{1, 16, 64}
 
+// FLOODGATE_BENCH_REDIS=host:port runs them against that server instead (a
+// redis-server under valgrind, say: scripts/script-instructions.sh).
 func benchClient(b *testing.B) *goredis.Client {
-	srv := redistest.Shared(b)
-	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr, PoolSize: 256})
+	addr := os.Getenv("FLOODGATE_BENCH_REDIS")
+	if addr == "" {
+		addr = redistest.Shared(b).Addr
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: 256})
 	b.Cleanup(func() { c.Close() })
 	return c
 }

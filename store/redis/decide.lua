@@ -4,23 +4,26 @@
 -- number stays below 2^53, so doubles are exact; every division goes
 -- through fdiv, which corrects a floor that is off by one.
 --
--- ARGV: number of ops, number of limits, then per limit: algorithm, quota,
---       window (µs), p1, p2, p3 (see below); then per op: now (0 = read
---       Redis TIME, once per call), cost, mode ("a" acquire, "r" release),
---       lease, number of limits, then the number of each of its limits in
---       the list above (from 1).
+-- ARGV: number of ops, number of limits, then per limit one packed
+--       string: the algorithm's number (ALGS below), then quota, window
+--       (µs), p1, p2, p3 (see below) as little-endian 64-bit integers; then
+--       the ops, each in its short form (see SHORT below) or as: now (0 =
+--       read Redis TIME, once per call), cost, mode ("a" acquire, "r"
+--       release), lease, number of limits, then the number of each of its
+--       limits in the list above (from 1).
 -- KEYS: per op, per limit, one key; two for sliding_window_log (events,
 --       sum) and concurrency (expiries, units).
--- Returns one reply per op: {flag, then per limit: allowed, remaining,
---          reset µs, retry µs (-1 = never)}, where flag is "all allowed"
---          (or "lease was held" on release); or, when a Redis command of
---          that op failed, the error message as a string (the ops before
---          and after it are decided as usual).
+-- Returns one string: a record per op, in order (see RECORD below).
 
 local NEVER = -1
 
+local floor, max, min = math.floor, math.max, math.min
+local byte, find, sub = string.byte, string.find, string.sub
+local pack, sunpack = struct.pack, struct.unpack
+local call, tunpack, concat = redis.call, unpack, table.concat
+
 local function fdiv(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b > a then
     q = q - 1
   elseif (q + 1) * b <= a then
@@ -33,9 +36,9 @@ local function cdiv(a, b) return fdiv(a + b - 1, b) end
 
 local function int(x) return string.format('%d', x) end
 
--- The op being decided: its instant, whether it was given explicitly, and
--- its lease. The functions below read these.
-local now, explicit, lease = 0, false, ''
+-- The op being decided: its instant and its lease. The functions below read
+-- these.
+local now, lease = 0, ''
 local clock = nil
 
 -- cache holds the string-state keys of the call: their value as read by
@@ -46,517 +49,589 @@ local cache = {}
 -- real clock; keep them a while longer so a slow test does not lose state.
 local SLACK = 0
 
--- ttl sets key's time to live from the instant exp (µs) its state expires.
-local function ttl(key, exp)
-  local ms = cdiv(exp - now, 1000) + SLACK
-  if exp <= now then ms = SLACK end
-  if ms <= 0 then
-    redis.call('DEL', key)
-  else
-    redis.call('PEXPIRE', key, int(ms))
-  end
-end
-
 -- each calls f with successive slices of at most 1000 elements of t, to stay
 -- within Lua's limit on unpacked arguments.
 local function chunks(t, f)
   for i = 1, #t, 1000 do
-    f(unpack(t, i, math.min(i + 999, #t)))
+    f(tunpack(t, i, min(i + 999, #t)))
   end
 end
 
 -- String-state algorithms: pure functions of (state, now, cost) as in the
--- core, st = {T, N, P}.
+-- core, the state being T, N, P (the fields of floodgate.State). Each returns
+-- the new state, then allowed, remaining, reset and retry.
 
-local function fixed(l, st, cost)
-  local w = l.w
+local function fixed(l, T, N, P, cost)
+  local w, q = l.w, l.q
   local start = fdiv(now, w) * w
   -- The clock went back (failover to a server behind): keep counting in
   -- the newer window, never a fresh one.
-  if st.T > start then start = st.T end
-  if st.T ~= start then st = {T = start, N = 0, P = 0} else st = {T = st.T, N = st.N, P = 0} end
-  local r = {allowed = false, reset = start + w - now, retry = 0}
-  if st.N + cost <= l.q then
-    st.N = st.N + cost
-    r.allowed = true
-  elseif cost > l.q then
-    r.retry = NEVER
+  if T > start then start = T end
+  if T ~= start then N = 0 end
+  local allowed, reset, retry = false, start + w - now, 0
+  if N + cost <= q then
+    N = N + cost
+    allowed = true
+  elseif cost > q then
+    retry = NEVER
   else
-    r.retry = r.reset
+    retry = reset
   end
-  r.remaining = l.q - st.N
-  if st.N == 0 then r.reset = 0 end
-  return st, r
+  if N == 0 then reset = 0 end
+  return start, N, 0, allowed, q - N, reset, retry
 end
 
-local function slidingRetry(l, st, start, cost)
+local function slidingRetry(l, N, P, start, cost)
   local w, wms = l.w, l.w / 1000
-  if st.N + cost <= l.q and st.P > 0 then
-    local room = l.q - st.N - cost
-    local e = wms - fdiv(room * wms, st.P)
+  if N + cost <= l.q and P > 0 then
+    local room = l.q - N - cost
+    local e = wms - fdiv(room * wms, P)
     if e < wms then
-      return math.max(start + e * 1000 - now, 1)
+      return max(start + e * 1000 - now, 1)
     end
   end
   local nxt = start + w
-  if cost <= l.q and st.N > 0 then
+  if cost <= l.q and N > 0 then
     local room = l.q - cost
-    local e = wms - fdiv(room * wms, st.N)
-    if room >= st.N then e = 0 end
-    return math.max(nxt + e * 1000 - now, 1)
+    local e = wms - fdiv(room * wms, N)
+    if room >= N then e = 0 end
+    return max(nxt + e * 1000 - now, 1)
   end
   return nxt - now
 end
 
-local function sliding(l, st, cost)
-  local w = l.w
+local function sliding(l, T, N, P, cost)
+  local w, q = l.w, l.q
   local start = fdiv(now, w) * w
-  if st.T > start then start = st.T end
-  if st.T == start then
-    st = {T = st.T, N = st.N, P = st.P}
-  elseif st.T == start - w then
-    st = {T = start, N = 0, P = st.N}
+  if T > start then start = T end
+  if T == start then
+    -- same window
+  elseif T == start - w then
+    N, P = 0, N
   else
-    st = {T = start, N = 0, P = 0}
+    N, P = 0, 0
   end
   local wms = w / 1000
-  local ems = math.max(0, fdiv(now - start, 1000))
-  local weighted = cdiv(st.P * (wms - ems), wms)
-  local r = {allowed = false, retry = 0, reset = 0}
-  if cost > l.q then
-    r.retry = NEVER
-  elseif weighted + st.N + cost <= l.q then
-    st.N = st.N + cost
-    r.allowed = true
+  local ems = max(0, fdiv(now - start, 1000))
+  local weighted = cdiv(P * (wms - ems), wms)
+  local allowed, retry, reset = false, 0, 0
+  if cost > q then
+    retry = NEVER
+  elseif weighted + N + cost <= q then
+    N = N + cost
+    allowed = true
   else
-    r.retry = slidingRetry(l, st, start, cost)
+    retry = slidingRetry(l, N, P, start, cost)
   end
-  r.remaining = math.max(0, l.q - weighted - st.N)
-  if st.N > 0 then
-    r.reset = start + 2 * w - now
-  elseif st.P > 0 then
-    r.reset = start + w - now
+  if N > 0 then
+    reset = start + 2 * w - now
+  elseif P > 0 then
+    reset = start + w - now
   end
-  return st, r
+  return start, N, P, allowed, max(0, q - weighted - N), reset, retry
 end
 
 -- token bucket: p1 = qr, p2 = wr (quota/window in lowest terms), p3 = capacity.
-local function bucket(l, st, cost)
+local function bucket(l, T, N, P, cost)
   local qr, wr, cap = l.p1, l.p2, l.p3
-  local d = st.N
-  local elapsed = now - st.T
+  local d = N
+  local elapsed = now - T
   if elapsed > 0 and d > 0 then
     if elapsed >= cdiv(d, qr) then d = 0 else d = d - elapsed * qr end
   end
-  st = {T = math.max(now, st.T), N = d, P = 0}
-  local r = {allowed = false, retry = 0}
+  T, N = max(now, T), d
+  local allowed, retry = false, 0
   if cost > cap then
-    r.retry = NEVER
+    retry = NEVER
   elseif d + cost * wr <= cap * wr then
-    st.N = st.N + cost * wr
-    r.allowed = true
+    N = N + cost * wr
+    allowed = true
   else
-    r.retry = cdiv(d + cost * wr - cap * wr, qr)
+    retry = cdiv(d + cost * wr - cap * wr, qr)
   end
-  if st.N == 0 then st.T = 0 end
-  r.remaining = fdiv(cap * wr - st.N, wr)
-  r.reset = cdiv(st.N, qr)
-  return st, r
+  if N == 0 then T = 0 end
+  return T, N, 0, allowed, fdiv(cap * wr - N, wr), cdiv(N, qr), retry
 end
 
 -- GCRA: p1 = emission interval (µs), p3 = capacity.
-local function gcra(l, st, cost)
+local function gcra(l, T, N, P, cost)
   local t, cap = l.p1, l.p3
   local tau = cap * t
-  local tat = math.max(st.T, now)
-  st = {T = st.T, N = 0, P = 0}
-  local r = {allowed = false, retry = 0}
+  local tat = max(T, now)
+  local allowed, retry = false, 0
   if cost > cap then
-    r.retry = NEVER
+    retry = NEVER
   else
     local newTAT = tat + cost * t
     if newTAT - now <= tau then
-      st.T = newTAT
-      tat = newTAT
-      r.allowed = true
+      T, tat = newTAT, newTAT
+      allowed = true
     else
-      r.retry = newTAT - now - tau
+      retry = newTAT - now - tau
     end
   end
-  r.remaining = math.max(0, fdiv(tau - (tat - now), t))
-  r.reset = tat - now
-  return st, r
+  return T, 0, 0, allowed, max(0, fdiv(tau - (tat - now), t)), tat - now, retry
 end
 
 local pure = {fw = fixed, sw = sliding, tb = bucket, gcra = gcra}
 
 -- expiresAt mirrors Limit.ExpiresAt for the string-state algorithms.
-local function expiresAt(l, st)
-  if l.alg == 'fw' then
-    if st.N == 0 then return 0 end
-    return st.T + l.w
-  elseif l.alg == 'sw' then
-    if st.N > 0 then return st.T + 2 * l.w end
-    if st.P > 0 then return st.T + l.w end
+local function expiresAt(l, T, N, P)
+  local alg = l.alg
+  if alg == 'gcra' then return T end
+  if alg == 'fw' then
+    if N == 0 then return 0 end
+    return T + l.w
+  elseif alg == 'sw' then
+    if N > 0 then return T + 2 * l.w end
+    if P > 0 then return T + l.w end
     return 0
-  elseif l.alg == 'tb' then
-    if st.N == 0 then return 0 end
-    return st.T + cdiv(st.N, l.p1)
   end
-  return st.T
+  if N == 0 then return 0 end
+  return T + cdiv(N, l.p1)
 end
 
-local function encode(l, st)
-  if l.alg == 'gcra' then return int(st.T) end
-  if l.alg == 'sw' then return int(st.T) .. ':' .. int(st.N) .. ':' .. int(st.P) end
-  return int(st.T) .. ':' .. int(st.N)
+-- A string state is a marker byte 1 and the fields as little-endian 64-bit
+-- integers: T (GCRA); T, N (fixed window, token bucket); T, N, P (sliding
+-- window counter).
+local function encode(l, T, N, P)
+  local alg = l.alg
+  if alg == 'gcra' then return pack('<Bi8', 1, T) end
+  if alg == 'sw' then return pack('<Bi8i8i8', 1, T, N, P) end
+  return pack('<Bi8i8', 1, T, N)
 end
 
--- Each limit kind offers: load (reads, and drops expired entries, which
--- leaves an equivalent state), decide(cost) -> result (charged result,
--- nothing written), current() -> result, commit(cost) (writes the charge).
-
--- A string-state limit: st is its state as loaded, f its algorithm; decide
--- keeps the state it computed so that commit of the same cost reuses it.
-local StringLimit = {}
-StringLimit.__index = StringLimit
-
-function StringLimit:decide(cost)
-  local nx, r = self.f(self.l, self.st, cost)
-  self.nx, self.ncost = nx, cost
-  return r
+-- parse reads a state: packed, or the text "T", "T:N" or "T:N:P" of
+-- earlier versions.
+local function parse(raw)
+  if byte(raw, 1) == 1 then
+    local n = #raw
+    if n == 9 then
+      local _, T = sunpack('<Bi8', raw)
+      return T, 0, 0
+    elseif n == 17 then
+      local _, T, N = sunpack('<Bi8i8', raw)
+      return T, N, 0
+    elseif n == 25 then
+      local _, T, N, P = sunpack('<Bi8i8i8', raw)
+      return T, N, P
+    end
+  end
+  local i = find(raw, ':', 1, true)
+  if not i then return tonumber(raw) or 0, 0, 0 end
+  local t = tonumber(sub(raw, 1, i - 1)) or 0
+  local j = find(raw, ':', i + 1, true)
+  if not j then return t, tonumber(sub(raw, i + 1)) or 0, 0 end
+  return t, tonumber(sub(raw, i + 1, j - 1)) or 0, tonumber(sub(raw, j + 1)) or 0
 end
 
-function StringLimit:current()
-  local _, r = self.f(self.l, self.st, 0)
-  return r
-end
-
-function StringLimit:commit(cost)
-  local l, nx = self.l, self.nx
-  if self.ncost ~= cost then nx = self.f(l, self.st, cost) end
-  local exp = expiresAt(l, nx)
+-- store writes the state of limit l in key k as of now: deleted when it is
+-- equivalent to no state, else with a time to live to that instant.
+local function store(l, k, T, N, P)
+  local exp = expiresAt(l, T, N, P)
   if exp <= now then
-    redis.call('DEL', l.k1)
-    cache[l.k1] = false
+    call('DEL', k)
+    cache[k] = false
   else
     -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
-    local v = encode(l, nx)
-    redis.call('SET', l.k1, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
-    cache[l.k1] = v
+    local v = encode(l, T, N, P)
+    call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+    cache[k] = v
   end
 end
 
--- parse reads "T", "T:N" or "T:N:P".
-local function parse(raw)
-  local i = string.find(raw, ':', 1, true)
-  if not i then return tonumber(raw) or 0, 0, 0 end
-  local t = tonumber(string.sub(raw, 1, i - 1)) or 0
-  local j = string.find(raw, ':', i + 1, true)
-  if not j then return t, tonumber(string.sub(raw, i + 1)) or 0, 0 end
-  return t, tonumber(string.sub(raw, i + 1, j - 1)) or 0, tonumber(string.sub(raw, j + 1)) or 0
+-- load reads the state of key k, from the call's cache when it is there.
+local function load(k)
+  local raw = cache[k]
+  if raw == nil then raw = call('GET', k) end
+  if raw then return parse(raw) end
+  return 0, 0, 0
 end
 
-local function stringLimit(l)
-  local raw = cache[l.k1]
-  if raw == nil then raw = redis.call('GET', l.k1) end
-  local st = {T = 0, N = 0, P = 0}
-  if raw then st.T, st.N, st.P = parse(raw) end
-  return setmetatable({l = l, st = st, f = pure[l.alg]}, StringLimit)
-end
+-- An op's reply is a record of the call's reply: a byte, 1 when all limits
+-- allowed (on release: when the lease was held), else 0, then per limit
+-- allowed (a byte), remaining, reset and retry (little-endian 64-bit
+-- integers); or, when a Redis command of the op failed, the byte 2, the
+-- length of the message (32 bits) and the message.
+local RECORD = '<Bi8i8i8'
 
--- Sliding window log: k1 is a sorted set of events (score: instant, member:
--- "instant:seq:cost"), k2 the sum of their costs.
-local function eventCost(m)
-  return tonumber(string.match(m, ':(%d+)$'))
-end
-
-local function logLimit(l)
-  local z, s = l.k1, l.k2
-  local w, q = l.w, l.q
-  local cutoff = int(now - w)
-  local sum = 0
-  local n = redis.call('ZCARD', z)
-  if n > 0 then
-    sum = tonumber(redis.call('GET', s) or '0')
-    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-    if #old > 0 then
-      for _, m in ipairs(old) do sum = sum - eventCost(m) end
-      redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-      n = n - #old
-      if n == 0 then
-        redis.call('DEL', s)
-        sum = 0
-      else
-        redis.call('SET', s, int(sum), 'KEEPTTL')
-      end
+-- decideOp decides an op in general (several limits, a release, a peek, a
+-- sliding log or concurrency limit); general defines it, and the functions
+-- it uses, on first use, so that a call of short ops does not pay for them.
+local decideOp
+local function general()
+  if decideOp then return decideOp end
+  -- ttl sets key's time to live from the instant exp (µs) its state expires.
+  local function ttl(key, exp)
+    local ms = cdiv(exp - now, 1000) + SLACK
+    if exp <= now then ms = SLACK end
+    if ms <= 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('PEXPIRE', key, int(ms))
     end
-  else
-    redis.call('DEL', s)
   end
-  local last = nil
-  local seq = 0
-  if n > 0 then
-    last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
-    seq = redis.call('ZCOUNT', z, int(now), int(now))
+
+  -- Each limit kind offers: load (reads, and drops expired entries, which
+  -- leaves an equivalent state), decide(cost) -> result (charged result,
+  -- nothing written), current() -> result, commit(cost) (writes the charge).
+
+  -- A string-state limit: T, N, P its state as loaded, f its algorithm; decide
+  -- keeps the state it computed so that commit of the same cost reuses it.
+  local StringLimit = {}
+  StringLimit.__index = StringLimit
+
+  local function result(allowed, remaining, reset, retry)
+    return {allowed = allowed, remaining = remaining, reset = reset, retry = retry}
   end
-  local function result(added)
-    local r = {allowed = added ~= nil, retry = 0, reset = 0}
-    local total, lst = sum, last
-    if added then total = sum + added; lst = math.max(now, last or now) end
-    r.remaining = q - total
-    if lst then r.reset = lst + w - now end
-    return r
+
+  function StringLimit:decide(cost)
+    local T, N, P, allowed, remaining, reset, retry = self.f(self.l, self.T, self.N, self.P, cost)
+    self.nT, self.nN, self.nP, self.ncost = T, N, P, cost
+    return result(allowed, remaining, reset, retry)
   end
-  local o = {}
-  function o:decide(cost)
-    if cost > q then
-      local r = result(nil) r.retry = NEVER return r
-    end
-    if sum + cost <= q then return result(cost) end
-    local r = result(nil)
-    local need = sum + cost - q
-    local i = 0
-    while need > 0 do
-      local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
-      if #page == 0 then break end
-      for j = 1, #page, 2 do
-        need = need - eventCost(page[j])
-        if need <= 0 then
-          r.retry = tonumber(page[j + 1]) + w - now
-          break
+
+  function StringLimit:current()
+    local _, _, _, allowed, remaining, reset, retry = self.f(self.l, self.T, self.N, self.P, 0)
+    return result(allowed, remaining, reset, retry)
+  end
+
+  function StringLimit:commit(cost)
+    local l = self.l
+    local T, N, P = self.nT, self.nN, self.nP
+    if self.ncost ~= cost then T, N, P = self.f(l, self.T, self.N, self.P, cost) end
+    store(l, l.k1, T, N, P)
+  end
+
+  local function stringLimit(l)
+    local T, N, P = load(l.k1)
+    return setmetatable({l = l, T = T, N = N, P = P, f = pure[l.alg]}, StringLimit)
+  end
+
+  -- Sliding window log: k1 is a sorted set of events (score: instant, member:
+  -- "instant:seq:cost"), k2 the sum of their costs.
+  local function eventCost(m)
+    return tonumber(string.match(m, ':(%d+)$'))
+  end
+
+  local function logLimit(l)
+    local z, s = l.k1, l.k2
+    local w, q = l.w, l.q
+    local cutoff = int(now - w)
+    local sum = 0
+    local n = redis.call('ZCARD', z)
+    if n > 0 then
+      sum = tonumber(redis.call('GET', s) or '0')
+      local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+      if #old > 0 then
+        for _, m in ipairs(old) do sum = sum - eventCost(m) end
+        redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+        n = n - #old
+        if n == 0 then
+          redis.call('DEL', s)
+          sum = 0
+        else
+          redis.call('SET', s, int(sum), 'KEEPTTL')
         end
       end
-      i = i + 128
+    else
+      redis.call('DEL', s)
     end
-    return r
-  end
-  function o:current() return result(nil) end
-  function o:commit(cost)
-    redis.call('ZADD', z, int(now), int(now) .. ':' .. int(seq) .. ':' .. int(cost))
-    redis.call('SET', s, int(sum + cost))
-    local exp = math.max(now, last or now) + w
-    ttl(z, exp)
-    ttl(s, exp)
-  end
-  return o
-end
-
--- Concurrency: k1 is a sorted set of leases (score: expiry, member: "=" ..
--- lease, or "#" .. n for an anonymous lease), k2 a hash of each lease's
--- units plus "#held" (their sum) and "#seq" (the last anonymous number).
-local function leaseLimit(l)
-  local z, h = l.k1, l.k2
-  local w, q = l.w, l.q
-  local held = 0
-  local n = redis.call('ZCARD', z)
-  if n > 0 then
-    held = tonumber(redis.call('HGET', h, '#held') or '0')
-    local old = redis.call('ZRANGEBYSCORE', z, '-inf', int(now))
-    if #old > 0 then
-      chunks(old, function(...)
-        for _, u in ipairs(redis.call('HMGET', h, ...)) do held = held - tonumber(u or '0') end
-      end)
-      redis.call('ZREMRANGEBYSCORE', z, '-inf', int(now))
-      chunks(old, function(...) redis.call('HDEL', h, ...) end)
-      n = n - #old
-      if n == 0 then
-        redis.call('DEL', h)
-        held = 0
-      else
-        redis.call('HSET', h, '#held', int(held))
+    local last = nil
+    local seq = 0
+    if n > 0 then
+      last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+      seq = redis.call('ZCOUNT', z, int(now), int(now))
+    end
+    local function result(added)
+      local r = {allowed = added ~= nil, retry = 0, reset = 0}
+      local total, lst = sum, last
+      if added then total = sum + added; lst = math.max(now, last or now) end
+      r.remaining = q - total
+      if lst then r.reset = lst + w - now end
+      return r
+    end
+    local o = {}
+    function o:decide(cost)
+      if cost > q then
+        local r = result(nil) r.retry = NEVER return r
       end
+      if sum + cost <= q then return result(cost) end
+      local r = result(nil)
+      local need = sum + cost - q
+      local i = 0
+      while need > 0 do
+        local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
+        if #page == 0 then break end
+        for j = 1, #page, 2 do
+          need = need - eventCost(page[j])
+          if need <= 0 then
+            r.retry = tonumber(page[j + 1]) + w - now
+            break
+          end
+        end
+        i = i + 128
+      end
+      return r
     end
-  else
-    redis.call('DEL', h)
-  end
-  local last = nil
-  if n > 0 then
-    last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
-  end
-  local seq = 0
-  if n > 0 then seq = tonumber(redis.call('HGET', h, '#seq') or '0') end
-  local member, units = nil, nil
-  if lease ~= '' then
-    member = '=' .. lease
-    local u = redis.call('HGET', h, member)
-    if u then units = tonumber(u) end
-  end
-  local function result(allowed, total, lst)
-    local r = {allowed = allowed, retry = 0, reset = 0}
-    r.remaining = math.max(0, q - total)
-    if lst and lst > now then r.reset = lst - now end
-    return r
-  end
-  local o = {}
-  function o:decide(cost)
-    if units then
-      -- Renewal keeps the lease's units and moves its expiry.
-      return result(true, held, math.max(last or 0, now + w))
+    function o:current() return result(nil) end
+    function o:commit(cost)
+      redis.call('ZADD', z, int(now), int(now) .. ':' .. int(seq) .. ':' .. int(cost))
+      redis.call('SET', s, int(sum + cost))
+      local exp = math.max(now, last or now) + w
+      ttl(z, exp)
+      ttl(s, exp)
     end
-    if cost > q then
-      local r = result(false, held, last) r.retry = NEVER return r
-    end
-    if held + cost <= q then
-      return result(true, held + cost, math.max(last or 0, now + w))
-    end
-    local r = result(false, held, last)
-    local need = held + cost - q
-    local i = 0
-    while need > 0 do
-      local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
-      if #page == 0 then break end
-      local members = {}
-      for j = 1, #page, 2 do members[#members + 1] = page[j] end
-      local us = redis.call('HMGET', h, unpack(members))
-      for j = 1, #page, 2 do
-        need = need - tonumber(us[(j + 1) / 2] or '0')
-        if need <= 0 then
-          r.retry = tonumber(page[j + 1]) - now
-          break
+    return o
+  end
+
+  -- Concurrency: k1 is a sorted set of leases (score: expiry, member: "=" ..
+  -- lease, or "#" .. n for an anonymous lease), k2 a hash of each lease's
+  -- units plus "#held" (their sum) and "#seq" (the last anonymous number).
+  local function leaseLimit(l)
+    local z, h = l.k1, l.k2
+    local w, q = l.w, l.q
+    local held = 0
+    local n = redis.call('ZCARD', z)
+    if n > 0 then
+      held = tonumber(redis.call('HGET', h, '#held') or '0')
+      local old = redis.call('ZRANGEBYSCORE', z, '-inf', int(now))
+      if #old > 0 then
+        chunks(old, function(...)
+          for _, u in ipairs(redis.call('HMGET', h, ...)) do held = held - tonumber(u or '0') end
+        end)
+        redis.call('ZREMRANGEBYSCORE', z, '-inf', int(now))
+        chunks(old, function(...) redis.call('HDEL', h, ...) end)
+        n = n - #old
+        if n == 0 then
+          redis.call('DEL', h)
+          held = 0
+        else
+          redis.call('HSET', h, '#held', int(held))
         end
       end
-      i = i + 128
-    end
-    return r
-  end
-  function o:current() return result(true, held, last) end
-  function o:commit(cost)
-    if units then
-      redis.call('ZADD', z, int(now + w), member)
     else
-      local m = member
-      if not m then
-        m = '#' .. int(seq + 1)
-        redis.call('HSET', h, '#seq', int(seq + 1))
-      end
-      redis.call('ZADD', z, int(now + w), m)
-      redis.call('HSET', h, m, int(cost), '#held', int(held + cost))
+      redis.call('DEL', h)
     end
-    local exp = math.max(last or 0, now + w)
-    ttl(z, exp)
-    ttl(h, exp)
-  end
-  -- release removes the lease and reports whether it was held.
-  function o:release()
-    if not units then return false end
-    redis.call('ZREM', z, member)
-    held = held - units
-    if redis.call('ZCARD', z) == 0 then
-      redis.call('DEL', z, h)
-      held, last = 0, nil
-    else
-      redis.call('HDEL', h, member)
-      redis.call('HSET', h, '#held', int(held))
+    local last = nil
+    if n > 0 then
       last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
     end
-    units = nil
-    return true
-  end
-  return o
-end
-
-local function flat(flag, rs)
-  local out = {flag and 1 or 0}
-  for _, r in ipairs(rs) do
-    out[#out + 1] = r.allowed and 1 or 0
-    out[#out + 1] = r.remaining
-    out[#out + 1] = r.reset
-    out[#out + 1] = r.retry
-  end
-  return out
-end
-
--- decideOp decides one op whose limits are specs (algorithm, constants and
--- keys, read from ARGV and KEYS) and returns its reply.
-local function decideOp(specs, opcost, release)
-  -- Load every limit first: a limit listed twice then reads the same state
-  -- twice and writes the same values twice, as in the core.
-  local nlim = #specs
-  local limits = {}
-  for i = 1, nlim do
-    local l = specs[i]
-    if l.alg == 'sl' then
-      limits[i] = logLimit(l)
-    elseif l.alg == 'cc' then
-      limits[i] = leaseLimit(l)
-    else
-      limits[i] = stringLimit(l)
+    local seq = 0
+    if n > 0 then seq = tonumber(redis.call('HGET', h, '#seq') or '0') end
+    local member, units = nil, nil
+    if lease ~= '' then
+      member = '=' .. lease
+      local u = redis.call('HGET', h, member)
+      if u then units = tonumber(u) end
     end
+    local function result(allowed, total, lst)
+      local r = {allowed = allowed, retry = 0, reset = 0}
+      r.remaining = math.max(0, q - total)
+      if lst and lst > now then r.reset = lst - now end
+      return r
+    end
+    local o = {}
+    function o:decide(cost)
+      if units then
+        -- Renewal keeps the lease's units and moves its expiry.
+        return result(true, held, math.max(last or 0, now + w))
+      end
+      if cost > q then
+        local r = result(false, held, last) r.retry = NEVER return r
+      end
+      if held + cost <= q then
+        return result(true, held + cost, math.max(last or 0, now + w))
+      end
+      local r = result(false, held, last)
+      local need = held + cost - q
+      local i = 0
+      while need > 0 do
+        local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
+        if #page == 0 then break end
+        local members = {}
+        for j = 1, #page, 2 do members[#members + 1] = page[j] end
+        local us = redis.call('HMGET', h, tunpack(members))
+        for j = 1, #page, 2 do
+          need = need - tonumber(us[(j + 1) / 2] or '0')
+          if need <= 0 then
+            r.retry = tonumber(page[j + 1]) - now
+            break
+          end
+        end
+        i = i + 128
+      end
+      return r
+    end
+    function o:current() return result(true, held, last) end
+    function o:commit(cost)
+      if units then
+        redis.call('ZADD', z, int(now + w), member)
+      else
+        local m = member
+        if not m then
+          m = '#' .. int(seq + 1)
+          redis.call('HSET', h, '#seq', int(seq + 1))
+        end
+        redis.call('ZADD', z, int(now + w), m)
+        redis.call('HSET', h, m, int(cost), '#held', int(held + cost))
+      end
+      local exp = math.max(last or 0, now + w)
+      ttl(z, exp)
+      ttl(h, exp)
+    end
+    -- release removes the lease and reports whether it was held.
+    function o:release()
+      if not units then return false end
+      redis.call('ZREM', z, member)
+      held = held - units
+      if redis.call('ZCARD', z) == 0 then
+        redis.call('DEL', z, h)
+        held, last = 0, nil
+      else
+        redis.call('HDEL', h, member)
+        redis.call('HSET', h, '#held', int(held))
+        last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+      end
+      units = nil
+      return true
+    end
+    return o
   end
 
-  if release then
-    local held = false
-    local rs = {}
+  local function flat(flag, rs)
+    local out = {flag and '\1' or '\0'}
+    for i, r in ipairs(rs) do
+      out[i + 1] = pack(RECORD, r.allowed and 1 or 0, r.remaining, r.reset, r.retry)
+    end
+    return concat(out)
+  end
+
+  -- decideOp decides one op whose limits are specs (algorithm, constants and
+  -- keys, read from ARGV and KEYS) and returns its reply.
+  function decideOp(specs, opcost, release)
+    -- Load every limit first: a limit listed twice then reads the same state
+    -- twice and writes the same values twice, as in the core.
+    local nlim = #specs
+    local limits = {}
     for i = 1, nlim do
-      if limits[i].release and limits[i]:release() then held = true end
-      local r = limits[i]:current()
-      r.allowed = true
+      local l = specs[i]
+      if l.alg == 'sl' then
+        limits[i] = logLimit(l)
+      elseif l.alg == 'cc' then
+        limits[i] = leaseLimit(l)
+      else
+        limits[i] = stringLimit(l)
+      end
+    end
+
+    if release then
+      local held = false
+      local rs = {}
+      for i = 1, nlim do
+        if limits[i].release and limits[i]:release() then held = true end
+        local r = limits[i]:current()
+        r.allowed = true
+        rs[i] = r
+      end
+      return flat(held, rs)
+    end
+
+    local peek = opcost == 0
+    local cost = opcost
+    if peek then cost = 1 end
+    local rs = {}
+    local all = true
+    for i = 1, nlim do
+      local r = limits[i]:decide(cost)
+      if peek then
+        local cur = limits[i]:current()
+        r.remaining, r.reset = cur.remaining, cur.reset
+      end
+      if not r.allowed then all = false end
       rs[i] = r
     end
-    return flat(held, rs)
-  end
-
-  local peek = opcost == 0
-  local cost = opcost
-  if peek then cost = 1 end
-  local rs = {}
-  local all = true
-  for i = 1, nlim do
-    local r = limits[i]:decide(cost)
-    if peek then
-      local cur = limits[i]:current()
-      r.remaining, r.reset = cur.remaining, cur.reset
+    if peek then return flat(all, rs) end
+    if all then
+      for i = 1, nlim do limits[i]:commit(cost) end
+      return flat(true, rs)
     end
-    if not r.allowed then all = false end
-    rs[i] = r
-  end
-  if peek then return flat(all, rs) end
-  if all then
-    for i = 1, nlim do limits[i]:commit(cost) end
-    return flat(true, rs)
-  end
-  if nlim > 1 then
-    -- Nothing is consumed: limits that would have admitted are reported as
-    -- they stand.
-    for i = 1, nlim do
-      if rs[i].allowed then
-        local cur = limits[i]:current()
-        rs[i].remaining, rs[i].reset = cur.remaining, cur.reset
+    if nlim > 1 then
+      -- Nothing is consumed: limits that would have admitted are reported as
+      -- they stand.
+      for i = 1, nlim do
+        if rs[i].allowed then
+          local cur = limits[i]:current()
+          rs[i].remaining, rs[i].reset = cur.remaining, cur.reset
+        end
       end
     end
+    return flat(false, rs)
   end
-  return flat(false, rs)
+  return decideOp
 end
+
+-- num converts a number of ARGV once per call: most repeat.
+local num = setmetatable({}, {__index = function(t, v)
+  local n = tonumber(v)
+  t[v] = n
+  return n
+end})
 
 -- The limits of the call.
+local ALGS = {'fw', 'sl', 'sw', 'tb', 'gcra', 'cc'}
 local lims = {}
 local a = 3
-for i = 1, tonumber(ARGV[2]) do
-  lims[i] = {alg = ARGV[a], q = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]),
-             p1 = tonumber(ARGV[a + 3]), p2 = tonumber(ARGV[a + 4]), p3 = tonumber(ARGV[a + 5])}
-  a = a + 6
+for i = 1, num[ARGV[2]] do
+  local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', ARGV[a])
+  local alg = ALGS[code]
+  lims[i] = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
+  a = a + 1
 end
 local first = a
+local nops = num[ARGV[1]]
 
--- The string-state keys of the ops, each once.
-local strs, seen = {}, {}
+-- An op that acquires under one limit (not a concurrency limit with a
+-- lease) has a short form: one argument, -(cost * 2 * SHORT + the number of
+-- its limit * 2 + 1 if its instant follows), then its instant unless it is 0.
+local SHORT = 1024
+
+-- short splits the number of an op's short form: its limit's number, its
+-- cost and whether its instant follows.
+local function short(x)
+  x = -x
+  local timed = x % 2
+  x = (x - timed) / 2
+  local lim = x % SHORT
+  return lim, (x - lim) / SHORT, timed == 1
+end
+
+-- The string-state keys of the ops.
+local strs = {}
 local ki = 1
-for _ = 1, tonumber(ARGV[1]) do
-  local nlim = tonumber(ARGV[a + 4])
-  a = a + 5
-  for _ = 1, nlim do
-    local alg = lims[tonumber(ARGV[a])].alg
+for _ = 1, nops do
+  local x = num[ARGV[a]]
+  if x < 0 then
+    local lim, _, timed = short(x)
     a = a + 1
-    if alg == 'sl' or alg == 'cc' then
-      ki = ki + 2
-    else
-      local k = KEYS[ki]
-      if not seen[k] then
-        seen[k] = true
-        strs[#strs + 1] = k
-      end
+    if timed then a = a + 1 end
+    if lims[lim].f then
+      strs[#strs + 1] = KEYS[ki]
       ki = ki + 1
+    else
+      ki = ki + 2
+    end
+  else
+    local nlim = num[ARGV[a + 4]]
+    a = a + 5
+    for _ = 1, nlim do
+      if lims[num[ARGV[a]]].f then
+        strs[#strs + 1] = KEYS[ki]
+        ki = ki + 1
+      else
+        ki = ki + 2
+      end
+      a = a + 1
     end
   end
 end
@@ -568,7 +643,7 @@ if #strs > 1 then
   local missing = {}
   local n = 0
   chunks(strs, function(...)
-    local vs = redis.call('MGET', ...)
+    local vs = call('MGET', ...)
     for i = 1, #vs do
       n = n + 1
       cache[strs[n]] = vs[i]
@@ -577,7 +652,7 @@ if #strs > 1 then
   end)
   if #missing > 0 then
     local exist = 0
-    chunks(missing, function(...) exist = exist + redis.call('EXISTS', ...) end)
+    chunks(missing, function(...) exist = exist + call('EXISTS', ...) end)
     if exist > 0 then
       for _, k in ipairs(missing) do cache[k] = nil end
     end
@@ -586,25 +661,16 @@ end
 
 -- fast decides an acquisition of cost > 0 under one string-state limit d
 -- whose key is k, as decideOp would with less work.
+local FAST = '<B' .. RECORD
 local function fast(d, k, cost)
-  local raw = cache[k]
-  if raw == nil then raw = redis.call('GET', k) end
-  local st = {T = 0, N = 0, P = 0}
-  if raw then st.T, st.N, st.P = parse(raw) end
-  local nx, r = pure[d.alg](d, st, cost)
-  if r.allowed then
-    local exp = expiresAt(d, nx)
-    if exp <= now then
-      redis.call('DEL', k)
-      cache[k] = false
-    else
-      local v = encode(d, nx)
-      redis.call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
-      cache[k] = v
-    end
-    return {1, 1, r.remaining, r.reset, r.retry}
+  local T, N, P = load(k)
+  local allowed, remaining, reset, retry
+  T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
+  if allowed then
+    store(d, k, T, N, P)
+    return pack(FAST, 1, 1, remaining, reset, retry)
   end
-  return {0, 0, r.remaining, r.reset, r.retry}
+  return pack(FAST, 0, 0, remaining, reset, retry)
 end
 
 -- The ops, in order. A failed Redis command (a key of the wrong type, out of
@@ -612,47 +678,58 @@ end
 -- wrote before the failure stays written, as it would too.
 local replies = {}
 a, ki = first, 1
-for o = 1, tonumber(ARGV[1]) do
-  now = tonumber(ARGV[a])
-  explicit = now ~= 0
-  if explicit then
+for o = 1, nops do
+  local x = num[ARGV[a]]
+  local cost, release, nlim, d, li
+  if x < 0 then
+    local lim, timed
+    lim, cost, timed = short(x)
+    d = lims[lim]
+    now, release, lease, nlim = 0, false, '', 1
+    a = a + 1
+    if timed then
+      now = num[ARGV[a]]
+      a = a + 1
+    end
+  else
+    now, cost, release, lease, nlim = x, num[ARGV[a + 1]], ARGV[a + 2] == 'r', ARGV[a + 3], num[ARGV[a + 4]]
+    li = a + 5
+    a = li + nlim
+    d = lims[num[ARGV[li]]]
+  end
+  if now ~= 0 then
     SLACK = 600000
   else
     if not clock then
-      local t = redis.call('TIME')
+      local t = call('TIME')
       clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
     now = clock
     SLACK = 0
   end
-  local cost = tonumber(ARGV[a + 1])
-  local release = ARGV[a + 2] == 'r'
-  lease = ARGV[a + 3]
-  local nlim = tonumber(ARGV[a + 4])
-  a = a + 5
   local ok, reply
-  local d = lims[tonumber(ARGV[a])]
-  if nlim == 1 and not release and cost > 0 and pure[d.alg] then
+  if nlim == 1 and not release and cost > 0 and d.f then
     ok, reply = pcall(fast, d, KEYS[ki], cost)
-    a, ki = a + 1, ki + 1
+    ki = ki + 1
   else
     local specs = {}
     for i = 1, nlim do
-      d = lims[tonumber(ARGV[a])]
+      if li then d = lims[num[ARGV[li + i - 1]]] end
       local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki]}
-      a, ki = a + 1, ki + 1
-      if l.alg == 'sl' or l.alg == 'cc' then
+      ki = ki + 1
+      if not d.f then
         l.k2 = KEYS[ki]
         ki = ki + 1
       end
       specs[i] = l
     end
-    ok, reply = pcall(decideOp, specs, cost, release)
+    ok, reply = pcall(general(), specs, cost, release)
   end
   if not ok then
     if type(reply) == 'table' and reply.err then reply = reply.err end
     reply = tostring(reply)
+    reply = pack('<BI4', 2, #reply) .. reply
   end
   replies[o] = reply
 end
-return replies
+return concat(replies)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"crypto/tls"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -298,14 +299,26 @@ func (s *Store) group(ops []floodgate.Op) []call {
 // in the call is named by its number.
 func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 	if c.args == nil {
-		c.args = make([]any, 0, 6*MaxOpsPerCall/4)
+		c.args = make([]any, 0, MaxOpsPerCall)
 	}
 	c.ops = append(c.ops, op)
-	mode := "a"
-	if op.Release {
-		mode = "r"
+	first := len(c.args)
+	short := !op.Release && len(op.Limits) == 1 && op.Cost > 0 && op.Cost <= maxShortCost &&
+		(op.Lease == "" || op.Limits[0].Algorithm != floodgate.Concurrency)
+	if short {
+		// Room for the op's short form, set below once its limit's number
+		// is known.
+		c.args = append(c.args, int64(0))
+		if op.Now != 0 {
+			c.args = append(c.args, op.Now)
+		}
+	} else {
+		mode := "a"
+		if op.Release {
+			mode = "r"
+		}
+		c.args = append(c.args, op.Now, op.Cost, mode, op.Lease, len(op.Limits))
 	}
-	c.args = append(c.args, op.Now, op.Cost, mode, op.Lease, len(op.Limits))
 	for _, l := range op.Limits {
 		k := s.limitKey(escaped, l)
 		c.keys = append(c.keys, k)
@@ -328,15 +341,38 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 			n = len(c.limits)
 			c.limits = append(c.limits, l)
 		}
+		if short {
+			if n+1 < shortLimits {
+				x := op.Cost*2*shortLimits + int64(n+1)*2
+				if op.Now != 0 {
+					x++
+				}
+				c.args[first] = -x
+				continue
+			}
+			// Too many limits in the call to name this one in the short form.
+			c.args = append(c.args[:first], op.Now, op.Cost, "a", op.Lease, 1)
+		}
 		c.args = append(c.args, n+1)
 	}
 }
 
+// An op that acquires under one limit (not a concurrency limit with a lease)
+// goes to the script in a short form: -(cost*2*shortLimits + the number of
+// its limit*2 + 1 if its instant follows), then its instant unless it is 0.
+// The limit's number must be below shortLimits and the cost at most
+// maxShortCost, so that the argument stays an exact double.
+const (
+	shortLimits  = 1024
+	maxShortCost = 1 << 41
+)
+
 // argv returns the script's ARGV: the number of ops and of limits, each
 // limit, then the ops' arguments.
 func (c *call) argv() []any {
-	args := make([]any, 0, 2+6*len(c.limits)+len(c.args))
+	args := make([]any, 0, 2+len(c.limits)+len(c.args))
 	args = append(args, len(c.ops), len(c.limits))
+	var b []byte
 	for _, l := range c.limits {
 		w := l.Window.Microseconds()
 		var p1, p2, p3 int64
@@ -347,12 +383,21 @@ func (c *call) argv() []any {
 		case floodgate.GCRA:
 			p1, p3 = (w+l.Quota-1)/l.Quota, l.Capacity()
 		}
-		args = append(args, algNames[l.Algorithm], l.Quota, w, p1, p2, p3)
+		// The limit as the script reads it: its algorithm's number (ALGS
+		// in the script lists them in the order of floodgate.Algorithm,
+		// from 1), then quota, window and the three constants,
+		// little-endian.
+		b = append(b[:0], byte(l.Algorithm))
+		for _, v := range [...]int64{l.Quota, w, p1, p2, p3} {
+			b = binary.LittleEndian.AppendUint64(b, uint64(v))
+		}
+		args = append(args, string(b))
 	}
 	return append(args, c.args...)
 }
 
-// finish sets every op's Result or Err from the call's reply.
+// finish sets every op's Result or Err from the call's reply: one record
+// per op, in order (see decide.lua).
 func (c *call) finish() {
 	fail := func(op *floodgate.Op, err error) {
 		op.Err = fmt.Errorf("redis: decide key %q: %w", op.Key, err)
@@ -363,21 +408,29 @@ func (c *call) finish() {
 		}
 		return
 	}
-	v, ok := c.cmd.Val().([]any)
-	if !ok || len(v) != len(c.ops) {
-		err := fmt.Errorf("unexpected script reply %v for %d ops", c.cmd.Val(), len(c.ops))
-		for _, op := range c.ops {
-			fail(op, err)
-		}
-		return
-	}
+	rest, ok := c.cmd.Val().(string)
 	for i, op := range c.ops {
-		if msg, ok := v[i].(string); ok {
-			fail(op, fmt.Errorf("script: %s", msg))
-			continue
+		var err error
+		if ok {
+			rest, err = decode(op, rest)
 		}
-		if err := decode(op, v[i]); err != nil {
-			fail(op, err)
+		if !ok || err != nil {
+			// The reply cannot be read past this op.
+			if err == nil {
+				err = fmt.Errorf("unexpected script reply of type %T", c.cmd.Val())
+			}
+			for _, op := range c.ops[i:] {
+				fail(op, err)
+			}
+			return
+		}
+		if op.Err != nil {
+			fail(op, op.Err)
+		}
+	}
+	if ok && len(rest) > 0 {
+		for _, op := range c.ops {
+			fail(op, fmt.Errorf("script reply has %d bytes too many", len(rest)))
 		}
 	}
 }
@@ -500,17 +553,28 @@ func gcd(a, b int64) int64 {
 	return a
 }
 
-// decode turns the script's reply into op.Result and op.Each.
-func decode(op *floodgate.Op, val any) error {
-	v, ok := val.([]any)
-	if !ok || len(v) != 1+4*len(op.Limits) {
-		return fmt.Errorf("unexpected script reply %v for %d limits", val, len(op.Limits))
+// decode reads op's record at the start of the reply and sets op.Result
+// and op.Each, or op.Err to the script's message when a Redis command of the
+// op failed; it returns the rest of the reply.
+func decode(op *floodgate.Op, reply string) (string, error) {
+	if len(reply) < 1 {
+		return "", errors.New("script reply too short")
 	}
-	n := make([]int64, len(v))
-	for i, x := range v {
-		if n[i], ok = x.(int64); !ok {
-			return fmt.Errorf("unexpected script reply %v: element %d is %T", val, i, x)
+	flag := reply[0]
+	if flag == recordFailed {
+		if len(reply) < 5 {
+			return "", errors.New("script reply too short")
 		}
+		n := int(reply[1]) | int(reply[2])<<8 | int(reply[3])<<16 | int(reply[4])<<24
+		if len(reply) < 5+n {
+			return "", errors.New("script reply too short")
+		}
+		op.Err = fmt.Errorf("script: %s", reply[5:5+n])
+		return reply[5+n:], nil
+	}
+	size := 1 + limitRecord*len(op.Limits)
+	if flag > 1 || len(reply) < size {
+		return "", fmt.Errorf("unexpected script reply %q for %d limits", reply, len(op.Limits))
 	}
 	each := op.Each
 	if len(each) != len(op.Limits) {
@@ -518,15 +582,16 @@ func decode(op *floodgate.Op, val any) error {
 	}
 	var acc floodgate.Result
 	for i, l := range op.Limits {
-		p := n[1+4*i:]
+		p := reply[1+limitRecord*i:]
+		retry := int64(le64(p[17:]))
 		r := floodgate.Result{
 			Allowed:    p[0] == 1,
 			Limit:      l,
-			Remaining:  p[1],
-			ResetAfter: time.Duration(p[2]) * time.Microsecond,
-			RetryAfter: time.Duration(p[3]) * time.Microsecond,
+			Remaining:  int64(le64(p[1:])),
+			ResetAfter: time.Duration(int64(le64(p[9:]))) * time.Microsecond,
+			RetryAfter: time.Duration(retry) * time.Microsecond,
 		}
-		if p[3] < 0 {
+		if retry < 0 {
 			r.RetryAfter = floodgate.Never
 		}
 		if each != nil {
@@ -535,8 +600,22 @@ func decode(op *floodgate.Op, val any) error {
 		acc = floodgate.Combine(acc, r, i == 0)
 	}
 	if op.Release || len(op.Limits) > 1 {
-		acc.Allowed = n[0] == 1
+		acc.Allowed = flag == 1
 	}
 	op.Result = acc
-	return nil
+	return reply[size:], nil
+}
+
+// The records of the script's reply: a flag byte, then per limit a byte
+// and three 64-bit integers; recordFailed flags an op whose command failed.
+const (
+	limitRecord  = 1 + 3*8
+	recordFailed = 2
+)
+
+// le64 reads a little-endian 64-bit integer from the start of s.
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Instructions the Redis server executes per decision inside the decision
+# script (EVALSHA, from the call's arrival to its reply), counted by valgrind's
+# callgrind: repeatable whatever else the machine is doing, unlike CPU time.
+# A redis-server runs under callgrind on a free loopback port, collecting only
+# inside evalGenericCommand; BenchmarkDecideBatch (GCRA, 10,000 keys, batches
+# of n ops from one goroutine) runs against it for each n; the counters are
+# zeroed before and read after each run. The server is stopped by its pid.
+#
+#   scripts/script-instructions.sh [decisions per batch size, default 20000]
+#
+# Needs redis-server and valgrind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-20000}"
+WORK="$(mktemp -d)"
+VPID=""
+cleanup() {
+	[ -n "$VPID" ] && kill "$VPID" 2>/dev/null || true
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+go test -c -o "$WORK/redis.test" ./store/redis
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --collect-atstart=no \
+	--toggle-collect=evalGenericCommand \
+	redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/valgrind.log" 2>&1 &
+VPID=$!
+for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+
+echo "# $(date -u +%FT%TZ) $(redis-server --version | cut -d' ' -f3), $N decisions per row"
+printf '%-10s %14s\n' "batch" "instr/decision"
+for n in 1 8 32 128; do
+	callgrind_control -z "$VPID" >/dev/null 2>&1
+	FLOODGATE_BENCH_REDIS="127.0.0.1:$PORT" "$WORK/redis.test" -test.run '^$' \
+		-test.bench "DecideBatch/n$n\$" -test.benchtime "${N}x" >"$WORK/bench.out"
+	rm -f "$WORK"/cg.out.*
+	callgrind_control -d "$VPID" >/dev/null 2>&1
+	for _ in $(seq 50); do ls "$WORK"/cg.out.* >/dev/null 2>&1 && break; sleep 0.1; done
+	sleep 0.5
+	f=$(ls -t "$WORK"/cg.out.* | head -1)
+	total=$(grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}')
+	printf '%-10s %14d\n' "$n" $((total / (N + 1)))
+done
