@@ -48,8 +48,10 @@ import (
 const (
 	// DefaultMaxBatch is the default Options.MaxBatch.
 	DefaultMaxBatch = 128
-	// DefaultMaxInFlight is the default Options.MaxInFlight.
-	DefaultMaxInFlight = 1
+	// DefaultMaxInFlight is the default Options.MaxInFlight: two calls in
+	// flight let the store work on one batch while the next forms and the
+	// last one's results are delivered.
+	DefaultMaxInFlight = 2
 )
 
 // Options configure a [Store]. The zero value is valid: every field has a
@@ -65,8 +67,10 @@ type Options struct {
 	// Default [DefaultMaxBatch] (128).
 	MaxBatch int
 	// MaxInFlight is the most inner calls in flight at once. Default
-	// [DefaultMaxInFlight] (1): every caller that arrives while a call is in
-	// flight waits for the next batch, which gives the largest batches.
+	// [DefaultMaxInFlight] (2). With 1, every caller that arrives while a
+	// call is in flight waits for the next batch, which gives the largest
+	// batches but leaves the store idle while results travel back and the
+	// next batch is sent.
 	MaxInFlight int
 	// MaxWait, when set, bounds how long a caller that could not send its
 	// ops at once waits for their results, queued or sent: past it, Decide

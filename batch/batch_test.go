@@ -116,32 +116,34 @@ func waitQueued(t *testing.T, s *Store, n int) {
 // window did once in a while, admitting 101).
 var perYear = floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 100, Window: floodgate.MaxWindow}
 
-// TestCoalesces holds the first call in flight while 50 callers arrive; they
-// must all go in the one next call.
+// TestCoalesces holds the first calls in flight (two by default) while 50
+// callers arrive; they must all go in the one next call.
 func TestCoalesces(t *testing.T) {
 	g := newGated(newMemory())
 	s := New(g, Options{})
 	defer s.Close()
 	ctx := context.Background()
 
-	done := make(chan error, 51)
-	go func() { _, err := floodgate.New(s).Allow(ctx, "leader", perYear); done <- err }()
-	<-g.arrived
+	done := make(chan error, 52)
+	for i := range DefaultMaxInFlight {
+		go func() { _, err := floodgate.New(s).Allow(ctx, fmt.Sprintf("leader%d", i), perYear); done <- err }()
+		<-g.arrived
+	}
 	for i := range 50 {
 		go func() { _, err := floodgate.New(s).Allow(ctx, fmt.Sprintf("k%d", i), perYear); done <- err }()
 	}
 	waitQueued(t, s, 50)
 	close(g.release)
 	if got := len(<-g.arrived); got != 50 {
-		t.Errorf("second inner call carried %d ops, want 50", got)
+		t.Errorf("third inner call carried %d ops, want 50", got)
 	}
-	for range 51 {
+	for range 52 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if calls, ops := s.Stats(); calls != 2 || ops != 51 {
-		t.Errorf("inner calls %d with %d ops, want 2 calls with 51 ops", calls, ops)
+	if calls, ops := s.Stats(); calls != 3 || ops != 52 {
+		t.Errorf("inner calls %d with %d ops, want 3 calls with 52 ops", calls, ops)
 	}
 }
 
@@ -267,7 +269,7 @@ func TestSameAsUnbatched(t *testing.T) {
 // each caller gets its own ops' results and errors.
 func TestOrderAndOwnResults(t *testing.T) {
 	g := newGated(newMemory())
-	s := New(g, Options{})
+	s := New(g, Options{MaxInFlight: 1})
 	defer s.Close()
 	ctx := context.Background()
 	one := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 2, Window: time.Minute}
@@ -327,7 +329,7 @@ func TestOrderAndOwnResults(t *testing.T) {
 // others are decided.
 func TestCancelQueued(t *testing.T) {
 	g := newGated(newMemory())
-	s := New(g, Options{})
+	s := New(g, Options{MaxInFlight: 1})
 	defer s.Close()
 	bg := context.Background()
 	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perYear) }()
@@ -360,7 +362,7 @@ func TestCancelQueued(t *testing.T) {
 func TestCancelSent(t *testing.T) {
 	mem := newMemory()
 	g := newGated(mem)
-	s := New(g, Options{})
+	s := New(g, Options{MaxInFlight: 1})
 	defer s.Close()
 	bg := context.Background()
 	go func() { _, _ = floodgate.New(s).Allow(bg, "leader", perYear) }()
@@ -454,7 +456,7 @@ func BenchmarkParallel(b *testing.B) {
 // each time, with ErrMaxWait; the queued one's op is never sent.
 func TestMaxWait(t *testing.T) {
 	g := newGated(newMemory())
-	s := New(g, Options{MaxWait: 20 * time.Millisecond})
+	s := New(g, Options{MaxInFlight: 1, MaxWait: 20 * time.Millisecond})
 	defer s.Close()
 	bg := context.Background()
 	leader := make(chan error, 1)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ type benchConfig struct {
 	dist        string
 	json        bool
 	progress    string
+	cpuProfile  string
 	run         bench.Config
 }
 
@@ -69,6 +71,7 @@ func parseBench(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.Float64Var(&cfg.run.Rate, "rate", 0, "target decisions per second for the whole run (0: as fast as possible)")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON")
 	fs.StringVar(&cfg.progress, "progress", "auto", "live progress line: auto (when stdout is a terminal), always or never")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: floodgate bench [flags]\n\nSends decisions from concurrent workers and reports decisions/s, latency\npercentiles, allowed/denied, errors, store round trips per decision and, for\none key, whether no more was admitted than the limit allows.\n\nExamples:\n\n\tfloodgate bench --store redis://127.0.0.1:6379 --batch --keys 10000 --concurrency 64\n\tfloodgate bench --target http --addr http://127.0.0.1:8080 --limit fixed_window/100/1m\n\tfloodgate bench --target grpc --addr 127.0.0.1:8081 --domain api --descriptor user={key} --keys 10000\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -173,6 +176,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if cfg.progress == "always" || (cfg.progress == "auto" && isTerminal(stdout)) {
 		cfg.run.Progress = stdout
+	}
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "floodgate bench: %v\n", err)
+			return 1
+		}
+		defer stop()
 	}
 	rep, err := bench.Run(ctx, target, cfg.run)
 	if err != nil {
@@ -298,4 +309,21 @@ func rnd(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond / 10)
+}
+
+// startCPUProfile starts writing a CPU profile to path; stop ends it and
+// closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -22,6 +22,7 @@ type throughputConfig struct {
 	batch         bool
 	batchWindow   time.Duration
 	batchMax      int
+	batchFlight   int
 	overlimit     bool
 	overlimitSize int
 }
@@ -35,6 +36,7 @@ func throughputFlags(cfg *throughputConfig, fs interface {
 	fs.BoolVar(&cfg.batch, "batch", true, "shared stores: coalesce concurrent decisions into batched store calls (one round trip for many decisions)")
 	fs.DurationVar(&cfg.batchWindow, "batch-window", 0, "with --batch: how long a batch waits for more decisions before it is sent (0: send what is already waiting, so a lone decision never waits)")
 	fs.IntVar(&cfg.batchMax, "batch-max", batch.DefaultMaxBatch, "with --batch: the most decisions one store call carries")
+	fs.IntVar(&cfg.batchFlight, "batch-inflight", batch.DefaultMaxInFlight, "with --batch: the most store calls in flight at once (per Redis Cluster master)")
 	fs.BoolVar(&cfg.overlimit, "overlimit-cache", true, "shared stores: answer keys known to be over their limit locally until their denial may end, without a store call")
 	fs.IntVar(&cfg.overlimitSize, "overlimit-size", overlimit.DefaultCapacity, "with --overlimit-cache: the most keys the cache holds (a fixed table; at least 256)")
 }
@@ -48,6 +50,8 @@ func (c throughputConfig) check() error {
 		return fmt.Errorf("--batch-window %v: want at most 1s (every decision of a batch waits it)", c.batchWindow)
 	case c.batchMax < 1:
 		return fmt.Errorf("--batch-max %d: want at least 1", c.batchMax)
+	case c.batchFlight < 1:
+		return fmt.Errorf("--batch-inflight %d: want at least 1", c.batchFlight)
 	case c.overlimitSize < 1:
 		return fmt.Errorf("--overlimit-size %d: want at least 1", c.overlimitSize)
 	}
@@ -94,7 +98,7 @@ func fastPath(st floodgate.Store, cfg throughputConfig, shard func(key string) s
 
 // batchOptions are the batch options the flags give.
 func batchOptions(cfg throughputConfig) batch.Options {
-	return batch.Options{Window: cfg.batchWindow, MaxBatch: cfg.batchMax}
+	return batch.Options{Window: cfg.batchWindow, MaxBatch: cfg.batchMax, MaxInFlight: cfg.batchFlight}
 }
 
 // registerFastPath registers the metrics of the batch and the cache; nil
