@@ -38,7 +38,25 @@ type Options struct {
 	// Clock is the local clock. Default time.Now. The store adds to it the
 	// offset to the remote's clock learned at each sync.
 	Clock func() time.Time
+	// MaxKeys bounds the local table: the most (key, limit) entries it
+	// holds, about 250 bytes each. A key that finds the table full shares a
+	// local entry per limit with the other keys that found it full (see
+	// the package documentation). Default [DefaultMaxKeys] (1<<20).
+	MaxKeys int
 }
+
+// DefaultMaxKeys is the default Options.MaxKeys.
+const DefaultMaxKeys = 1 << 20
+
+// maxSharedLimits bounds the shared entries of one shard of the table: one
+// per limit of the keys that found the table full. An op that would need
+// one more fails with [ErrTableFull].
+const maxSharedLimits = 1024
+
+// ErrTableFull is the error of an op whose key found the local table full
+// and whose limit found no room for a shared entry either: the engine's
+// failure policy decides it.
+var ErrTableFull = errors.New("approx: local table full")
 
 // shardCount is the number of independently locked shards of the local
 // table (a power of two).
@@ -57,6 +75,7 @@ type Store struct {
 	logger   *slog.Logger
 	clock    func() time.Time
 	seed     maphash.Seed
+	perShard int // most entries of a shard's m
 	shards   [shardCount]shard
 
 	offset    atomic.Int64 // remote clock minus local clock, µs
@@ -79,7 +98,10 @@ var _ floodgate.Store = (*Store)(nil)
 type shard struct {
 	mu sync.Mutex
 	m  map[entryKey]*entry
-	_  [40]byte // keep shards' locks on separate cache lines
+	// shared holds, per limit, the entry of the keys that found the table
+	// full: counted locally only, never synced.
+	shared map[floodgate.Limit]*entry
+	_      [32]byte // keep shards' locks on separate cache lines
 }
 
 type entryKey struct {
@@ -129,7 +151,11 @@ func New(remote Remote, opts Options) (*Store, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = DefaultMaxKeys
+	}
 	s := &Store{
+		perShard: (opts.MaxKeys + shardCount - 1) / shardCount,
 		remote:   remote,
 		interval: opts.SyncInterval,
 		timeout:  opts.SyncTimeout,
@@ -141,6 +167,7 @@ func New(remote Remote, opts Options) (*Store, error) {
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[entryKey]*entry)
+		s.shards[i].shared = make(map[floodgate.Limit]*entry)
 	}
 	if s.interval > 0 {
 		go s.loop()
@@ -227,17 +254,23 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 			first = cmpErr(first, op.Err)
 			continue
 		}
+		full := false
 		for _, l := range op.Limits {
-			k := entryKey{op.Key, l}
-			e := sh.m[k]
+			e := s.entry(sh, op.Key, l)
 			if e == nil {
-				e = &entry{cur: window{start: noWindow}, prev: window{start: noWindow}}
-				sh.m[k] = e
+				full = true
+				break
 			}
 			es = append(es, e)
 			// Never decide in a window older than one already counted in:
 			// the clock offset may step back a little after a sync.
 			now = max(now, e.cur.start)
+		}
+		if full {
+			sh.mu.Unlock()
+			op.Err = ErrTableFull
+			first = cmpErr(first, op.Err)
+			continue
 		}
 		for j, l := range op.Limits {
 			e := es[j]
@@ -263,6 +296,31 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		sh.mu.Unlock()
 	}
 	return first
+}
+
+// entry returns the entry of key under l, made if need be: its own while
+// the shard has room, else the shard's shared entry of l; nil when there is
+// no room for that either. The caller holds the shard's lock.
+func (s *Store) entry(sh *shard, key string, l floodgate.Limit) *entry {
+	k := entryKey{key, l}
+	if e := sh.m[k]; e != nil {
+		return e
+	}
+	fresh := func() *entry { return &entry{cur: window{start: noWindow}, prev: window{start: noWindow}} }
+	if len(sh.m) < s.perShard {
+		e := fresh()
+		sh.m[k] = e
+		return e
+	}
+	if e := sh.shared[l]; e != nil {
+		return e
+	}
+	if len(sh.shared) >= maxSharedLimits {
+		return nil
+	}
+	e := fresh()
+	sh.shared[l] = e
+	return e
 }
 
 func cmpErr(first, err error) error {

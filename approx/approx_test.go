@@ -362,3 +362,66 @@ func TestConcurrentConservation(t *testing.T) {
 	}
 	t.Logf("admitted %d of quota %d over 2 instances; syncs %d and %d", v, l.Quota, stores[0].Stats().Syncs, stores[1].Stats().Syncs)
 }
+
+// TestTableFull sprays keys at a store whose table holds 64 entries: the
+// table stays within its bound, a key that finds it full is still never
+// admitted more than its quota, the table makes room again once windows
+// pass, and an op whose limit finds no shared entry either fails with
+// ErrTableFull.
+func TestTableFull(t *testing.T) {
+	l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Second}
+	now := base(time.Second)
+	s, err := approx.New(newRemote(t), approx.Options{SyncInterval: -1, MaxKeys: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admitted := 0
+	for i := range 10_000 {
+		if decide(t, s, fmt.Sprintf("spray%d", i), now, 1, l).Allowed {
+			admitted++
+		}
+	}
+	st := s.Stats()
+	if st.Entries > 64 || st.Shared > 64 {
+		t.Fatalf("after 10,000 keys: %d entries and %d shared, want at most 64 each", st.Entries, st.Shared)
+	}
+	// Each shard: its own key's quota and the shared entry's.
+	if admitted > 64*2*5 {
+		t.Errorf("admitted %d of 10,000 sprayed keys, want at most %d", admitted, 64*2*5)
+	}
+	victim := 0
+	for range 10 {
+		if decide(t, s, "victim", now, 1, l).Allowed {
+			victim++
+		}
+	}
+	if victim > 5 {
+		t.Errorf("a key that found the table full was admitted %d times, quota 5", victim)
+	}
+
+	// Once the window has passed every entry has expired: a sync pushes
+	// what the keys of their own admitted, a later one frees the table.
+	syncNow(t, s)
+	time.Sleep(time.Until(time.UnixMicro(now + 2*time.Second.Microseconds())))
+	syncNow(t, s)
+	later := base(time.Second)
+	if st := s.Stats(); st.Entries != 0 || st.Shared != 0 {
+		t.Errorf("after the windows passed: %d entries and %d shared, want none", st.Entries, st.Shared)
+	}
+
+	// Distinct limits fill the shared entries too, then ops fail.
+	var full int
+	for i := range 64 * 1500 {
+		lim := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: int64(1 + i), Window: time.Hour}
+		ops := []floodgate.Op{{Key: fmt.Sprintf("limits%d", i), Limits: []floodgate.Limit{lim}, Cost: 1, Now: later}}
+		if err := s.Decide(context.Background(), ops); errors.Is(err, approx.ErrTableFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); full == 0 || st.Shared > 64*1024 || st.Entries > 64 {
+		t.Errorf("distinct limits: %d ops failed with ErrTableFull, %d entries, %d shared; want some failed and the bounds kept", full, st.Entries, st.Shared)
+	}
+}

@@ -46,6 +46,16 @@
 // its whole quota before any sync. docs/approximate.md derives the bound
 // and gives measured figures.
 //
+// # Memory
+//
+// The local table holds at most [Options.MaxKeys] entries. A key that
+// finds its shard of the table full shares one entry per limit with the
+// other keys that found it full: they are limited together, to one quota
+// per window on this instance, counted locally and never synced, which
+// admits less, never more, and keeps the worst case below. An op that would
+// need more than 1,024 such shared entries in one shard fails with
+// [ErrTableFull].
+//
 // # When the remote is unreachable
 //
 // Decisions go on from local counts: the last known global totals plus

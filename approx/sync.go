@@ -104,6 +104,17 @@ func (s *Store) collect(now int64) []Counter {
 			}
 			e.touched = false
 		}
+		// Shared entries are counted locally only: their cost becomes part
+		// of their own count, and they go when their windows have passed.
+		for l, e := range sh.shared {
+			for _, w := range []*window{&e.cur, &e.prev} {
+				w.global += w.pending
+				w.pending = 0
+			}
+			if e.expired(l, now) {
+				delete(sh.shared, l)
+			}
+		}
 		sh.mu.Unlock()
 	}
 	return batch
@@ -205,6 +216,9 @@ type Stats struct {
 	LastError error
 	// Entries is the number of keys × limits held locally.
 	Entries int
+	// Shared is the number of entries shared by the keys that found the
+	// table full (one per limit and shard of the table).
+	Shared int
 }
 
 // Stats returns the store's sync statistics. It locks each shard briefly to
@@ -224,6 +238,7 @@ func (s *Store) Stats() Stats {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		st.Entries += len(sh.m)
+		st.Shared += len(sh.shared)
 		sh.mu.Unlock()
 	}
 	return st
