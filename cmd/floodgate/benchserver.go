@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/floodgate/floodgate/bench/envoybaseline"
+	"github.com/floodgate/floodgate/rls"
 )
 
 func init() {
@@ -53,7 +54,9 @@ func runBenchServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "floodgate bench-server: %v\n", err)
 		return 1
 	}
-	g := grpc.NewServer()
+	// The same server options as floodgate serve's, so that the yardsticks
+	// measure the same transport.
+	g := grpc.NewServer(rls.ServerOptions()...)
 	switch cfg.kind {
 	case "noop":
 		pb.RegisterRateLimitServiceServer(g, envoybaseline.Noop{})
