@@ -347,7 +347,16 @@ func (e *Engine) observe(ctx context.Context, domain string, set *rules.Set, sts
 // when neither the store nor a policy could decide (no OnStoreError, or
 // ctx ended).
 func (e *Engine) DecideOp(ctx context.Context, op *floodgate.Op) (Status, error) {
-	st, err := e.decideOp(ctx, op)
+	return e.DecideOpAs(ctx, op, rules.Strict)
+}
+
+// DecideOpAs is [Engine.DecideOp] with a consistency, as a rule's: with
+// [rules.Approximate] the op is decided by [Options.Approximate] when it is
+// set (which decides fixed_window and sliding_window limits only: other
+// ops get an error wrapping [floodgate.ErrInvalid]), by the engine's store
+// otherwise.
+func (e *Engine) DecideOpAs(ctx context.Context, op *floodgate.Op, c rules.Consistency) (Status, error) {
+	st, err := e.decideOp(ctx, op, c)
 	if e.opts.Observe != nil {
 		var sts []Status
 		if err == nil {
@@ -358,7 +367,7 @@ func (e *Engine) DecideOp(ctx context.Context, op *floodgate.Op) (Status, error)
 	return st, err
 }
 
-func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op) (Status, error) {
+func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op, c rules.Consistency) (Status, error) {
 	if err := op.Check(); err != nil {
 		op.Err = err
 		return Status{}, err
@@ -366,7 +375,11 @@ func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op) (Status, error)
 	sts := []Status{{Code: OK, Match: rules.Match{Key: op.Key, Limits: op.Limits}, Hits: op.Cost}}
 	ops := []floodgate.Op{*op}
 	ops[0].Result, ops[0].Err = floodgate.Result{}, nil
-	err := e.store.Decide(ctx, ops)
+	store := e.store
+	if c == rules.Approximate && e.opts.Approximate != nil {
+		store = e.opts.Approximate
+	}
+	err := store.Decide(ctx, ops)
 	if err == nil {
 		err = ops[0].Err
 	}

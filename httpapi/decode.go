@@ -40,10 +40,11 @@ func readCheck(w http.ResponseWriter, r *http.Request) (CheckRequest, *Problem, 
 		return req, &Problem{Error: "body: want one JSON object, found more after it"}, http.StatusBadRequest
 	}
 	p := object(raw, "", fields{
-		"key":     str(&req.Key),
-		"cost":    func(raw json.RawMessage, path string) *Problem { return optInt(&req.Cost, raw, path) },
-		"lease":   str(&req.Lease),
-		"release": boolean(&req.Release),
+		"key":         str(&req.Key),
+		"cost":        func(raw json.RawMessage, path string) *Problem { return optInt(&req.Cost, raw, path) },
+		"lease":       str(&req.Lease),
+		"release":     boolean(&req.Release),
+		"consistency": str(&req.Consistency),
 		"limit": func(raw json.RawMessage, path string) *Problem {
 			if isNull(raw) {
 				return nil

@@ -38,7 +38,9 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/rules"
 )
 
 // MaxBodyBytes is the largest request body accepted; larger bodies get 413.
@@ -117,6 +119,11 @@ type CheckRequest struct {
 	// answer is then always 200, and allowed reports whether the lease was
 	// still held.
 	Release bool `json:"release,omitempty"`
+	// Consistency is "strict" (the default: every decision atomic in the
+	// store) or "approximate" (counted in this process and synced with the
+	// store periodically; fixed_window and sliding_window limits only), as
+	// a rule's consistency.
+	Consistency string `json:"consistency,omitempty"`
 }
 
 // LimitSpec is a limit as JSON: {"algorithm":"token_bucket","quota":100,
@@ -190,7 +197,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, r, http.MethodPost)
 		return
 	}
-	op, multi, p, status := decodeCheck(w, r)
+	op, consistency, multi, p, status := decodeCheck(w, r)
 	if p != nil {
 		writeJSON(w, status, p)
 		return
@@ -198,7 +205,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) {
 	if multi {
 		op.Each = make([]floodgate.Result, len(op.Limits))
 	}
-	st, err := h.engine.DecideOp(engine.WithFront(r.Context(), engine.FrontCheck), &op)
+	st, err := h.engine.DecideOpAs(engine.WithFront(r.Context(), engine.FrontCheck), &op, consistency)
 	if err != nil {
 		if errors.Is(err, floodgate.ErrInvalid) {
 			writeJSON(w, http.StatusBadRequest, Problem{Error: err.Error()})
@@ -280,16 +287,16 @@ func FormatDuration(d time.Duration) string {
 	return s
 }
 
-// decodeCheck reads and validates a /v1/check body into an op. multi reports
-// whether the request used "limits". On failure it returns the problem and
-// its status.
-func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, multi bool, p *Problem, status int) {
+// decodeCheck reads and validates a /v1/check body into an op and its
+// consistency. multi reports whether the request used "limits". On failure
+// it returns the problem and its status.
+func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, c rules.Consistency, multi bool, p *Problem, status int) {
 	req, p, status := readCheck(w, r)
 	if p != nil {
-		return op, false, p, status
+		return op, c, false, p, status
 	}
-	bad := func(field, format string, args ...any) (floodgate.Op, bool, *Problem, int) {
-		return floodgate.Op{}, false, &Problem{Error: field + ": " + fmt.Sprintf(format, args...), Field: field}, http.StatusBadRequest
+	bad := func(field, format string, args ...any) (floodgate.Op, rules.Consistency, bool, *Problem, int) {
+		return floodgate.Op{}, c, false, &Problem{Error: field + ": " + fmt.Sprintf(format, args...), Field: field}, http.StatusBadRequest
 	}
 	if err := floodgate.ValidateKey(req.Key); err != nil {
 		if req.Key == "" {
@@ -311,7 +318,7 @@ func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, multi
 	case req.Limit != nil:
 		l, p := parseLimit(*req.Limit, "limit")
 		if p != nil {
-			return op, false, p, http.StatusBadRequest
+			return op, c, false, p, http.StatusBadRequest
 		}
 		op.Limits = []floodgate.Limit{l}
 	case req.Limits != nil:
@@ -323,7 +330,7 @@ func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, multi
 		for i, s := range req.Limits {
 			l, p := parseLimit(s, fmt.Sprintf("limits[%d]", i))
 			if p != nil {
-				return op, false, p, http.StatusBadRequest
+				return op, c, false, p, http.StatusBadRequest
 			}
 			op.Limits[i] = l
 		}
@@ -337,7 +344,22 @@ func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, multi
 		return bad("lease", "%d bytes: want at most %d", len(req.Lease), floodgate.MaxKeyLen)
 	}
 	op.Lease, op.Release = req.Lease, req.Release
-	return op, multi, nil, 0
+	switch req.Consistency {
+	case "", rules.Strict.String():
+	case rules.Approximate.String():
+		c = rules.Approximate
+		for _, l := range op.Limits {
+			if !approx.Supports(l.Algorithm) {
+				return bad("consistency", "approximate counts fixed_window and sliding_window only, not %v", l.Algorithm)
+			}
+		}
+		if op.Release {
+			return bad("consistency", "approximate has no leases to release")
+		}
+	default:
+		return bad("consistency", "%q: want strict or approximate", req.Consistency)
+	}
+	return op, c, multi, nil, 0
 }
 
 // parseLimit converts a limit spec, naming fields under path.

@@ -266,6 +266,8 @@ func TestCheckBadRequests(t *testing.T) {
 		{"quota times window too large", `{"key":"k","limit":{"algorithm":"sliding_window","quota":1099511627776,"window":"8760h"}}`, "limit"},
 		{"release without lease", `{"key":"k","release":true,"limit":{"algorithm":"concurrency","quota":3,"window":"1s"}}`, "lease"},
 		{"release not a bool", `{"key":"k","release":"yes","lease":"a","limit":{"algorithm":"concurrency","quota":3,"window":"1s"}}`, "release"},
+		{"unknown consistency", `{"key":"k","consistency":"eventual","limit":` + fixed3 + `}`, "consistency"},
+		{"approximate token bucket", `{"key":"k","consistency":"approximate","limits":[` + fixed3 + `,{"algorithm":"token_bucket","quota":3,"window":"1s"}]}`, "consistency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
