@@ -57,7 +57,11 @@ type Config struct {
 	// Hits is the cost of each decision. Default 1.
 	Hits int64
 	// Rate, when above 0, paces the whole run to that many decisions per
-	// second; 0 sends as fast as the workers can (closed loop).
+	// second: decision i is due at start + i/Rate, and its latency is
+	// measured from that instant, so that a decision sent late because the
+	// workers were all busy counts its wait (no coordinated omission). 0
+	// sends as fast as the workers can (closed loop), and latency is
+	// measured from the send.
 	Rate float64
 	// KeyPrefix starts every key. Default: "bench:" and a random run id, so
 	// that a run starts from fresh keys.
@@ -188,32 +192,34 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 	var issued, done atomic.Int64
 	var allowedN, deniedN, errN atomic.Int64
 	start := time.Now()
-	// pace returns false when the run must stop before the next decision.
+	// pace waits for the next decision's turn and returns the instant it
+	// was due (zero without a rate); ok is false when the run must stop
+	// before it.
 	var interval time.Duration
 	var slot atomic.Int64
 	if cfg.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / cfg.Rate)
 	}
-	pace := func() bool {
+	pace := func() (due time.Time, ok bool) {
 		if cfg.Requests > 0 && issued.Add(1) > cfg.Requests {
-			return false
+			return due, false
 		}
 		if ctx.Err() != nil {
-			return false
+			return due, false
 		}
 		if interval > 0 {
-			at := start.Add(time.Duration(slot.Add(1)-1) * interval)
-			if d := time.Until(at); d > 0 {
+			due = start.Add(time.Duration(slot.Add(1)-1) * interval)
+			if d := time.Until(due); d > 0 {
 				tm := time.NewTimer(d)
 				select {
 				case <-tm.C:
 				case <-ctx.Done():
 					tm.Stop()
-					return false
+					return due, false
 				}
 			}
 		}
-		return true
+		return due, true
 	}
 
 	workers := make([]worker, cfg.Concurrency)
@@ -226,7 +232,11 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 			if cfg.Zipf && cfg.Keys > 1 {
 				zipf = rand.NewZipf(rng, cfg.ZipfS, 1, uint64(cfg.Keys-1))
 			}
-			for pace() {
+			for {
+				due, ok := pace()
+				if !ok {
+					break
+				}
 				k := 0
 				switch {
 				case zipf != nil:
@@ -235,7 +245,10 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 					k = rng.IntN(cfg.Keys)
 				}
 				t0 := time.Now()
-				ok, err := t.Decide(ctx, keys[k], cfg.Hits)
+				if !due.IsZero() && due.Before(t0) {
+					t0 = due
+				}
+				allowed, err := t.Decide(ctx, keys[k], cfg.Hits)
 				t1 := time.Now()
 				if err != nil && cutByEnd(ctx, deadline, t1, err) {
 					// The run ended during this decision: not counted,
@@ -250,7 +263,7 @@ func Run(ctx context.Context, t Target, cfg Config) (Report, error) {
 					if wk.firstErr == nil {
 						wk.firstErr = err
 					}
-				case ok:
+				case allowed:
 					wk.allowed++
 					wk.admittedCost += cfg.Hits
 					allowedN.Add(1)

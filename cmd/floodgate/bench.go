@@ -68,7 +68,7 @@ func parseBench(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.dist, "dist", "uniform", "key distribution: uniform or zipf")
 	fs.Float64Var(&cfg.run.ZipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent (above 1)")
 	fs.Int64Var(&cfg.run.Hits, "hits", 1, "cost of each decision")
-	fs.Float64Var(&cfg.run.Rate, "rate", 0, "target decisions per second for the whole run (0: as fast as possible)")
+	fs.Float64Var(&cfg.run.Rate, "rate", 0, "target decisions per second for the whole run, each decision's latency counted from the instant it was due (0: as fast as possible, latency from the send)")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON")
 	fs.StringVar(&cfg.progress, "progress", "auto", "live progress line: auto (when stdout is a terminal), always or never")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (go tool pprof) to this `file`")
