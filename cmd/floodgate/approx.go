@@ -20,5 +20,5 @@ func newApprox(st floodgate.Store, cfg stackConfig, logger *slog.Logger) (*appro
 	if !ok {
 		return nil, nil
 	}
-	return approx.New(remote, approx.Options{SyncInterval: cfg.syncInterval, Logger: logger})
+	return approx.New(remote, approx.Options{SyncInterval: cfg.syncInterval, MaxKeys: cfg.approxKeys, Logger: logger})
 }

@@ -7,11 +7,11 @@ import (
 )
 
 func TestParseServeSyncInterval(t *testing.T) {
-	env := map[string]string{"FLOODGATE_SYNC_INTERVAL": "250ms"}
+	env := map[string]string{"FLOODGATE_SYNC_INTERVAL": "250ms", "FLOODGATE_APPROXIMATE_MAX_KEYS": "5000"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := parseServe(nil, io.Discard, lookup)
-	if err != nil || cfg.stack.syncInterval != 250*time.Millisecond {
-		t.Fatalf("FLOODGATE_SYNC_INTERVAL=250ms: %v, %v", cfg.stack.syncInterval, err)
+	if err != nil || cfg.stack.syncInterval != 250*time.Millisecond || cfg.stack.approxKeys != 5000 {
+		t.Fatalf("FLOODGATE_SYNC_INTERVAL=250ms, FLOODGATE_APPROXIMATE_MAX_KEYS=5000: %v, %d, %v", cfg.stack.syncInterval, cfg.stack.approxKeys, err)
 	}
 	cfg, err = parseServe([]string{"--sync-interval", "20ms"}, io.Discard, lookup)
 	if err != nil || cfg.stack.syncInterval != 20*time.Millisecond {

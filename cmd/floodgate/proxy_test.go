@@ -67,7 +67,7 @@ func TestParseProxy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parseProxy: %v\n%s", err, stderr.String())
 	}
-	wantStack := stackConfig{store: "redis://127.0.0.1:1", syncInterval: 2 * time.Second, onStoreError: rules.FailClosed,
+	wantStack := stackConfig{store: "redis://127.0.0.1:1", syncInterval: 2 * time.Second, approxKeys: 1 << 20, onStoreError: rules.FailClosed,
 		storeTimeout: 250 * time.Millisecond, breakerFailures: 7, throughput: defaultThroughput}
 	wantStack.throughput.batch, wantStack.throughput.overlimitSize = false, 300
 	if cfg.stack != wantStack {
@@ -81,6 +81,7 @@ func TestParseProxy(t *testing.T) {
 		{[]string{"--upstream", "http://x", "--config", "x", "--on-store-error", "ignore"}, `unknown failure policy "ignore"`},
 		{[]string{"--upstream", "http://x", "--config", "x", "--batch-max", "0"}, "--batch-max 0"},
 		{[]string{"--upstream", "http://x", "--config", "x", "--sync-interval", "-1s"}, "--sync-interval -1s"},
+		{[]string{"--upstream", "http://x", "--config", "x", "--approximate-max-keys", "0"}, "--approximate-max-keys 0"},
 		{[]string{"--upstream", "http://x"}, "--config is required"},
 		{[]string{"--upstream", "http://x", "--config", "x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--upstream", "http://x", "--config", "x", "--log-format", "xml"}, `--log-format "xml"`},
@@ -214,7 +215,7 @@ func TestStackFlagsShared(t *testing.T) {
 	parseServe([]string{"-h"}, &serveOut, none)
 	parseProxy([]string{"-h"}, &proxyOut, none)
 	for _, name := range []string{"store", "on-store-error", "store-timeout", "breaker-failures", "breaker-cooldown",
-		"assume-instances", "batch", "batch-window", "batch-max", "overlimit-cache", "overlimit-size", "sync-interval"} {
+		"assume-instances", "batch", "batch-window", "batch-max", "overlimit-cache", "overlimit-size", "sync-interval", "approximate-max-keys"} {
 		s, p := flagHelp(serveOut.String(), name), flagHelp(proxyOut.String(), name)
 		if s == "" || s != p {
 			t.Errorf("--%s: serve's help %q, proxy's %q; want the same, not empty", name, s, p)

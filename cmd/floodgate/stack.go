@@ -20,6 +20,7 @@ import (
 type stackConfig struct {
 	store        string
 	syncInterval time.Duration
+	approxKeys   int
 
 	onStoreError    rules.FailurePolicy
 	storeTimeout    time.Duration
@@ -37,6 +38,7 @@ type stackConfig struct {
 func stackFlags(cfg *stackConfig, fs *flag.FlagSet) {
 	fs.StringVar(&cfg.store, "store", "memory", "store `url`: memory (in-process), redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://")
 	fs.DurationVar(&cfg.syncInterval, "sync-interval", 0, fmt.Sprintf("`interval` at which rules with consistency approximate sync their local counts with a shared store (default %v)", approx.DefaultSyncInterval))
+	fs.IntVar(&cfg.approxKeys, "approximate-max-keys", approx.DefaultMaxKeys, "the most keys × limits rules with consistency approximate count in this process (about 250 bytes each); keys past it share a local count per limit")
 	resilienceFlags(cfg, fs)
 	throughputFlags(&cfg.throughput, fs)
 }
@@ -45,6 +47,9 @@ func stackFlags(cfg *stackConfig, fs *flag.FlagSet) {
 func (c stackConfig) check() error {
 	if c.syncInterval < 0 {
 		return fmt.Errorf("--sync-interval %v: want a positive duration", c.syncInterval)
+	}
+	if c.approxKeys < 1 {
+		return fmt.Errorf("--approximate-max-keys %d: want at least 1", c.approxKeys)
 	}
 	return c.throughput.check()
 }

@@ -22,7 +22,7 @@ import (
 var defaultThroughput = throughputConfig{batch: true, batchMax: 128, batchFlight: 2, overlimit: true, overlimitSize: 65536}
 
 // defaultStack is what the store stack's flags give by default.
-var defaultStack = stackConfig{store: "memory", throughput: defaultThroughput}
+var defaultStack = stackConfig{store: "memory", approxKeys: 1 << 20, throughput: defaultThroughput}
 
 func TestParseThroughput(t *testing.T) {
 	env := map[string]string{
