@@ -290,16 +290,23 @@ func (s *Store) group(ops []floodgate.Op) []call {
 			}
 			ci = c
 		}
-		calls[ci].add(s, op, escaped)
+		room := 1 // a call per slot or tag: most hold one op
+		if single {
+			room = min(len(ops)-i, MaxOpsPerCall)
+		}
+		calls[ci].add(s, op, escaped, room)
 	}
 	return calls
 }
 
 // add appends op's keys and arguments to the call; a limit already listed
-// in the call is named by its number.
-func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
+// in the call is named by its number. room is how many ops the call is
+// likely to get, for its first allocation.
+func (c *call) add(s *Store, op *floodgate.Op, escaped string, room int) {
 	if c.args == nil {
-		c.args = make([]any, 0, MaxOpsPerCall)
+		c.args = make([]any, 0, room+4)
+		c.keys = make([]string, 0, room)
+		c.ops = make([]*floodgate.Op, 0, room)
 	}
 	c.ops = append(c.ops, op)
 	first := len(c.args)
@@ -347,7 +354,7 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 				if op.Now != 0 {
 					x++
 				}
-				c.args[first] = -x
+				c.args[first] = shortArg(-x)
 				continue
 			}
 			// Too many limits in the call to name this one in the short form.
@@ -356,6 +363,22 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string) {
 		c.args = append(c.args, n+1)
 	}
 }
+
+// shortArg boxes a short form; the commonest (cost 1 under one of the
+// call's first limits, on the server's clock) come boxed already.
+func shortArg(x int64) any {
+	if i := -x - 2*shortLimits - 2; i >= 0 && i < int64(len(shortBoxed)) && i%2 == 0 {
+		return shortBoxed[i/2]
+	}
+	return x
+}
+
+var shortBoxed = func() (b [64]any) {
+	for n := range b {
+		b[n] = -int64(2*shortLimits + (n+1)*2)
+	}
+	return b
+}()
 
 // An op that acquires under one limit (not a concurrency limit with a lease)
 // goes to the script in a short form: -(cost*2*shortLimits + the number of
@@ -372,7 +395,7 @@ const (
 func (c *call) argv() []any {
 	args := make([]any, 0, 2+len(c.limits)+len(c.args))
 	args = append(args, len(c.ops), len(c.limits))
-	var b []byte
+	var buf [41]byte
 	for _, l := range c.limits {
 		w := l.Window.Microseconds()
 		var p1, p2, p3 int64
@@ -387,7 +410,7 @@ func (c *call) argv() []any {
 		// in the script lists them in the order of floodgate.Algorithm,
 		// from 1), then quota, window and the three constants,
 		// little-endian.
-		b = append(b[:0], byte(l.Algorithm))
+		b := append(buf[:0], byte(l.Algorithm))
 		for _, v := range [...]int64{l.Quota, w, p1, p2, p3} {
 			b = binary.LittleEndian.AppendUint64(b, uint64(v))
 		}
@@ -529,21 +552,23 @@ var algNames = [...]string{
 
 // limitKey is prefix{key}:alg:window ms:quota[:burst].
 func (s *Store) limitKey(escaped string, l floodgate.Limit) string {
-	b := make([]byte, 0, len(s.prefix)+len(escaped)+40)
-	b = append(b, s.prefix...)
-	b = append(b, '{')
-	b = append(b, escaped...)
-	b = append(b, "}:"...)
-	b = append(b, algNames[l.Algorithm]...)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, l.Window.Milliseconds(), 10)
-	b = append(b, ':')
-	b = strconv.AppendInt(b, l.Quota, 10)
+	var num [20]byte
+	var b strings.Builder
+	b.Grow(len(s.prefix) + len(escaped) + 48)
+	b.WriteString(s.prefix)
+	b.WriteByte('{')
+	b.WriteString(escaped)
+	b.WriteString("}:")
+	b.WriteString(algNames[l.Algorithm])
+	b.WriteByte(':')
+	b.Write(strconv.AppendInt(num[:0], l.Window.Milliseconds(), 10))
+	b.WriteByte(':')
+	b.Write(strconv.AppendInt(num[:0], l.Quota, 10))
 	if l.Algorithm == floodgate.TokenBucket || l.Algorithm == floodgate.GCRA {
-		b = append(b, ':')
-		b = strconv.AppendInt(b, l.Burst, 10)
+		b.WriteByte(':')
+		b.Write(strconv.AppendInt(num[:0], l.Burst, 10))
 	}
-	return string(b)
+	return b.String()
 }
 
 func gcd(a, b int64) int64 {
