@@ -5,7 +5,9 @@
 # A redis-server runs under callgrind on a free loopback port, collecting only
 # inside evalGenericCommand; BenchmarkDecideBatch (GCRA, 10,000 keys, batches
 # of n ops from one goroutine) runs against it for each n; the counters are
-# zeroed before and read after each run. The server is stopped by its pid.
+# zeroed before and read after each run; the last row is the go-redis/redis_rate
+# yardstick (BenchmarkRedisRate, GCRA, one EVALSHA per decision) on the same
+# server. The server is stopped by its pid.
 #
 #   scripts/script-instructions.sh [decisions per batch size, default 20000]
 #
@@ -32,15 +34,21 @@ for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; slee
 
 echo "# $(date -u +%FT%TZ) $(redis-server --version | cut -d' ' -f3), $N decisions per row"
 printf '%-10s %14s\n' "batch" "instr/decision"
-for n in 1 8 32 128; do
+# count NAME BENCH: runs the benchmark BENCH for N decisions and prints the
+# instructions per decision the server spent in scripts.
+count() {
 	callgrind_control -z "$VPID" >/dev/null 2>&1
 	FLOODGATE_BENCH_REDIS="127.0.0.1:$PORT" "$WORK/redis.test" -test.run '^$' \
-		-test.bench "DecideBatch/n$n\$" -test.benchtime "${N}x" >"$WORK/bench.out"
+		-test.bench "$2" -test.benchtime "${N}x" >"$WORK/bench.out"
 	rm -f "$WORK"/cg.out.*
 	callgrind_control -d "$VPID" >/dev/null 2>&1
 	for _ in $(seq 50); do ls "$WORK"/cg.out.* >/dev/null 2>&1 && break; sleep 0.1; done
 	sleep 0.5
 	f=$(ls -t "$WORK"/cg.out.* | head -1)
 	total=$(grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}')
-	printf '%-10s %14d\n' "$n" $((total / (N + 1)))
+	printf '%-10s %14d\n' "$1" $((total / (N + 1)))
+}
+for n in 1 8 32 128; do
+	count "$n" "DecideBatch/n$n\$"
 done
+count redis_rate 'RedisRate/gcra/p1$'
