@@ -218,7 +218,7 @@ func start(t testing.TB, bin string, opts Options) (*Process, error) {
 	cmd.Env = environ(opts.Env)
 	cmd.Stdout = p.stdout
 	cmd.Stderr = p.stderr
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = DieWithParent()
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting floodgate %s: %w", strings.Join(opts.Args, " "), err)
@@ -431,7 +431,7 @@ func Run(t testing.TB, env []string, args ...string) (stdout, stderr string, cod
 	cmd.Env = environ(env)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = DieWithParent()
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	if ctx.Err() != nil {

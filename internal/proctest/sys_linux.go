@@ -2,8 +2,9 @@ package proctest
 
 import "syscall"
 
-// sysProcAttr makes the kernel kill the process if the test binary dies, so
-// a crashed or timed-out test leaves no server behind.
-func sysProcAttr() *syscall.SysProcAttr {
+// DieWithParent returns process attributes that make the kernel kill the
+// process if the test binary dies, so that a crashed or timed-out test
+// leaves no server behind. internal/redistest uses it too.
+func DieWithParent() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

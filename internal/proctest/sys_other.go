@@ -4,4 +4,5 @@ package proctest
 
 import "syscall"
 
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+// DieWithParent returns nil here: only Linux offers a parent-death signal.
+func DieWithParent() *syscall.SysProcAttr { return nil }

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/floodgate/floodgate/internal/proctest"
 )
 
 // stopWait bounds the wait for a server to exit after SIGTERM, before SIGKILL.
@@ -155,6 +157,9 @@ func startOn(bin, dir string, port int, args []string) (*Server, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	// A test binary killed by its timeout or a crash runs no cleanup: the
+	// kernel stops the server then.
+	cmd.SysProcAttr = proctest.DieWithParent()
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
