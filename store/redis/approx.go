@@ -13,19 +13,32 @@ import (
 	"github.com/floodgate/floodgate/approx"
 )
 
-// syncScript adds ARGV[1] to the counter KEYS[1] and sets its expiry to the
-// instant ARGV[2] (ms since the epoch, server clock), or only reads the
-// counter when ARGV[1] is 0 (so that a read never creates a key without an
-// expiry). It returns the counter's value.
+// syncScript syncs the counters KEYS[i]: it adds ARGV[2i-1] to each and
+// sets its expiry to the instant ARGV[2i] (ms since the epoch, server
+// clock), or only reads the counter when ARGV[2i-1] is 0 (so that a read
+// never creates a key without an expiry). It returns each counter's value,
+// or for a counter whose command failed (a key of another type) the error
+// as a string; the other counters are synced all the same.
 const syncScript = `
-local d = tonumber(ARGV[1])
-if d > 0 then
-  local v = redis.call('INCRBY', KEYS[1], d)
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-  return v
+local out = {}
+for i = 1, #KEYS do
+  local k, d = KEYS[i], tonumber(ARGV[2 * i - 1])
+  local v
+  if d > 0 then
+    v = redis.pcall('INCRBY', k, d)
+    if type(v) == 'number' then redis.call('PEXPIREAT', k, ARGV[2 * i]) end
+  else
+    v = redis.pcall('GET', k)
+    if v == false then v = 0 elseif type(v) == 'string' then v = tonumber(v) or ('not a counter: ' .. v) end
+  end
+  if type(v) == 'table' then v = v.err or 'error' end
+  out[i] = v
 end
-return tonumber(redis.call('GET', KEYS[1]) or '0')
+return out
 `
+
+// maxCountersPerCall is the most counters one sync script call carries.
+const maxCountersPerCall = 512
 
 var syncSHA = func() string {
 	h := sha1.Sum([]byte(syncScript))
@@ -58,37 +71,32 @@ func (s *Store) CounterKey(c approx.Counter) string {
 }
 
 // SyncCounters implements [approx.Remote]: one pipeline (one round trip per
-// server involved) of one small script per counter, INCRBY and PEXPIREAT
-// (or GET for a read), and a TIME whose reply is returned as now. A counter
-// whose script is not cached yet (NOSCRIPT) is sent again with EVAL, which
-// cannot have counted it twice: NOSCRIPT means nothing ran.
+// server involved) of script calls, each syncing up to maxCountersPerCall
+// counters of one cluster slot (INCRBY and PEXPIREAT, or GET for a read),
+// and a TIME whose reply is returned as now. A call whose script is not
+// cached yet (NOSCRIPT) is sent again with EVAL, which cannot have counted
+// twice: NOSCRIPT means nothing ran.
 func (s *Store) SyncCounters(ctx context.Context, batch []approx.Counter) (int64, error) {
 	if s.closed.Load() {
 		return 0, fmt.Errorf("redis: sync of %d counters: %w", len(batch), floodgate.ErrClosed)
 	}
-	keys := make([]string, len(batch))
-	for i := range batch {
-		keys[i] = s.CounterKey(batch[i])
-	}
-	cmds := make([]*goredis.Cmd, len(batch))
+	calls := s.groupCounters(batch)
 	pipe := s.client.Pipeline()
 	timeCmd := pipe.Time(ctx)
-	for i := range batch {
-		c := &batch[i]
-		cmds[i] = pipe.EvalSha(ctx, syncSHA, keys[i:i+1], c.Delta, ceilMillis(c.ExpireAt))
+	for i := range calls {
+		calls[i].cmd = pipe.EvalSha(ctx, syncSHA, calls[i].keys, calls[i].args...)
 	}
 	_, _ = pipe.Exec(ctx)
 	var retry []int
-	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
+	for i := range calls {
+		if isNoScript(calls[i].cmd.Err()) {
 			retry = append(retry, i)
 		}
 	}
 	if len(retry) > 0 {
 		pipe := s.client.Pipeline()
 		for _, i := range retry {
-			c := &batch[i]
-			cmds[i] = pipe.Eval(ctx, syncScript, keys[i:i+1], c.Delta, ceilMillis(c.ExpireAt))
+			calls[i].cmd = pipe.Eval(ctx, syncScript, calls[i].keys, calls[i].args...)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -96,14 +104,63 @@ func (s *Store) SyncCounters(ctx context.Context, batch []approx.Counter) (int64
 	if err != nil {
 		return 0, fmt.Errorf("redis: sync of %d counters: time: %w", len(batch), err)
 	}
-	for i, cmd := range cmds {
-		v, err := cmd.Int64()
-		if err != nil {
-			return 0, fmt.Errorf("redis: sync of %d counters: counter %q: %w", len(batch), keys[i], err)
+	for _, c := range calls {
+		vals, err := c.cmd.Slice()
+		if err == nil && len(vals) != len(c.index) {
+			err = fmt.Errorf("%d values for %d counters", len(vals), len(c.index))
 		}
-		batch[i].Total = v
+		if err != nil {
+			return 0, fmt.Errorf("redis: sync of %d counters: %w", len(batch), err)
+		}
+		for j, v := range vals {
+			n, ok := v.(int64)
+			if !ok {
+				return 0, fmt.Errorf("redis: sync of %d counters: counter %q: %v", len(batch), c.keys[j], v)
+			}
+			batch[c.index[j]].Total = n
+		}
 	}
 	return t.UnixMicro(), nil
+}
+
+// counterCall is one sync script call: counters of one slot.
+type counterCall struct {
+	index []int // the counters' places in the batch
+	keys  []string
+	args  []any
+	cmd   *goredis.Cmd
+}
+
+// groupCounters packs batch into script calls of counters that share a
+// cluster slot (every counter, on a standalone server or behind Sentinel;
+// by hash tag on any other client), at most maxCountersPerCall each.
+func (s *Store) groupCounters(batch []approx.Counter) []counterCall {
+	var calls []counterCall
+	_, cluster := s.client.(*goredis.ClusterClient)
+	_, single := s.client.(*goredis.Client)
+	open := map[string]int{}
+	for i := range batch {
+		c := &batch[i]
+		group := ""
+		switch {
+		case single:
+		case cluster:
+			group = strconv.Itoa(int(keySlot(escapeKey(c.Key))))
+		default:
+			group = escapeKey(c.Key)
+		}
+		ci, ok := open[group]
+		if !ok || len(calls[ci].index) >= maxCountersPerCall {
+			ci = len(calls)
+			calls = append(calls, counterCall{})
+			open[group] = ci
+		}
+		cc := &calls[ci]
+		cc.index = append(cc.index, i)
+		cc.keys = append(cc.keys, s.CounterKey(*c))
+		cc.args = append(cc.args, c.Delta, ceilMillis(c.ExpireAt))
+	}
+	return calls
 }
 
 func ceilMillis(us int64) int64 { return (us + 999) / 1000 }

@@ -2,11 +2,17 @@ package redis_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/approx"
+	"github.com/floodgate/floodgate/internal/redistest"
+	redisstore "github.com/floodgate/floodgate/store/redis"
 )
 
 // TestSyncCounters checks the remote operation of approximate counting on a
@@ -65,5 +71,77 @@ func TestSyncCounters(t *testing.T) {
 				t.Errorf("empty sync: %v", err)
 			}
 		})
+	}
+}
+
+// TestSyncCountersBatches syncs 1,200 counters on distinct keys: on a
+// standalone server that is three script calls (512 counters at most per
+// call), on a cluster about one per slot; every total is right, and again
+// after the script cache is flushed (NOSCRIPT, then EVAL). A counter whose
+// key holds another type fails the sync.
+func TestSyncCountersBatches(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo, func(t *testing.T) {
+			s := newStore(t, topo)
+			ctx := context.Background()
+			l := floodgate.Limit{Algorithm: floodgate.SlidingWindow, Quota: 100, Window: 10 * time.Second}
+			start := time.Now().UnixMicro() / 10_000_000 * 10_000_000
+			batch := make([]approx.Counter, 1200)
+			for i := range batch {
+				batch[i] = approx.Counter{Key: "k" + strconv.Itoa(i), Limit: l, Start: start, Delta: int64(i%3 + 1), ExpireAt: start + 30_000_000}
+			}
+			var evals func() int
+			if topo == "standalone" {
+				c := goredis.NewClient(&goredis.Options{Addr: redistest.Shared(t).Addr})
+				defer c.Close()
+				evals = func() int { return commandCalls(t, c, "evalsha") + commandCalls(t, c, "eval") }
+			}
+			for round := 1; round <= 2; round++ {
+				if round == 2 {
+					flushScripts(t, s)
+				}
+				var before int
+				if evals != nil {
+					before = evals()
+				}
+				if _, err := s.SyncCounters(ctx, batch); err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				if evals != nil {
+					// Round 2: three EVALSHA answered NOSCRIPT, then three EVAL.
+					if got, want := evals()-before, 3*round; got != want {
+						t.Errorf("round %d: %d script calls, want %d", round, got, want)
+					}
+				}
+				for i := range batch {
+					if want := int64(round * (i%3 + 1)); batch[i].Total != want {
+						t.Fatalf("round %d: counter %d: total %d, want %d", round, i, batch[i].Total, want)
+					}
+				}
+			}
+			bad := approx.Counter{Key: "bad", Limit: l, Start: start, Delta: 1, ExpireAt: start + 30_000_000}
+			if err := s.Client().LPush(ctx, s.CounterKey(bad), "x").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.SyncCounters(ctx, append(batch[:3:3], bad)); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+				t.Errorf("sync with a key of another type: %v, want a WRONGTYPE error", err)
+			}
+		})
+	}
+}
+
+// flushScripts empties the script cache of every server of s.
+func flushScripts(t *testing.T, s *redisstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch c := s.Client().(type) {
+	case *goredis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error { return m.ScriptFlush(ctx).Err() })
+	default:
+		err = c.ScriptFlush(ctx).Err()
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
