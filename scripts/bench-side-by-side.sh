@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side figures of docs/benchmarks.md, in one session on one machine:
 # a local redis-server on a free loopback port; floodgate serve on the memory
-# store and on Redis (its defaults: strict, batched, over-limit cache), the
+# store and on Redis (its defaults: strict, batched, over-limit cache; and a
+# rule with consistency approximate, synced every 100ms), the
 # Envoy-style baseline (floodgate bench-server --kind envoy) and the
 # do-nothing floor (--kind noop) over gRPC at concurrency 1, 16 and 64 with
 # 10,000 keys; the HTTP API; the library in process and the redis_rate
@@ -42,6 +43,9 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 1000000000}
   - key: hot
     rate_limit: {unit: minute, requests_per_unit: 100}
+  - key: approx
+    consistency: approximate
+    rate_limit: {unit: second, requests_per_unit: 1000000000}
 EOF
 
 # start NAME ARGS...: starts a server, waits for its gRPC (and HTTP) address.
@@ -98,6 +102,7 @@ run() {
 for c in 1 16 64; do
 	run "grpc floodgate serve, memory" "${PID[mem]}" -- --target grpc --addr "${ADDR[mem]}" --domain bench --descriptor 'key={key}' --keys 10000 --concurrency $c
 	run "grpc floodgate serve, redis strict batched" "${PID[redis]}" -- --target grpc --addr "${ADDR[redis]}" --domain bench --descriptor 'key={key}' --keys 10000 --concurrency $c
+	run "grpc floodgate serve, redis approximate" "${PID[redis]}" -- --target grpc --addr "${ADDR[redis]}" --domain bench --descriptor 'approx={key}' --keys 10000 --concurrency $c
 	run "grpc envoy-style INCRBY+EXPIRE, redis" "${PID[envoy]}" -- --target grpc --addr "${ADDR[envoy]}" --domain bench --descriptor 'key={key}' --keys 10000 --concurrency $c
 	run "grpc do-nothing floor" "${PID[noop]}" -- --target grpc --addr "${ADDR[noop]}" --domain bench --descriptor 'key={key}' --keys 10000 --concurrency $c
 done
