@@ -52,7 +52,10 @@ var _ approx.Remote = (*Store)(nil)
 // hash tag, so a key's counters live in the same cluster slot as its strict
 // state, and the ":a:" keeps them apart from that state.
 func (s *Store) CounterKey(c approx.Counter) string {
-	escaped := escapeKey(c.Key)
+	return s.counterKey(escapeKey(c.Key), c)
+}
+
+func (s *Store) counterKey(escaped string, c approx.Counter) string {
 	b := make([]byte, 0, len(s.prefix)+len(escaped)+60)
 	b = append(b, s.prefix...)
 	b = append(b, '{')
@@ -132,32 +135,22 @@ type counterCall struct {
 }
 
 // groupCounters packs batch into script calls of counters that share a
-// cluster slot (every counter, on a standalone server or behind Sentinel;
-// by hash tag on any other client), at most maxCountersPerCall each.
+// cluster slot (see [grouper]), at most maxCountersPerCall each.
 func (s *Store) groupCounters(batch []approx.Counter) []counterCall {
 	var calls []counterCall
-	_, cluster := s.client.(*goredis.ClusterClient)
-	_, single := s.client.(*goredis.Client)
-	open := map[string]int{}
+	g := s.grouper()
 	for i := range batch {
 		c := &batch[i]
-		group := ""
-		switch {
-		case single:
-		case cluster:
-			group = strconv.Itoa(int(keySlot(escapeKey(c.Key))))
-		default:
-			group = escapeKey(c.Key)
-		}
-		ci, ok := open[group]
+		escaped := escapeKey(c.Key)
+		ci, ok := g.current(escaped)
 		if !ok || len(calls[ci].index) >= maxCountersPerCall {
 			ci = len(calls)
 			calls = append(calls, counterCall{})
-			open[group] = ci
+			g.start(escaped, ci)
 		}
 		cc := &calls[ci]
 		cc.index = append(cc.index, i)
-		cc.keys = append(cc.keys, s.CounterKey(*c))
+		cc.keys = append(cc.keys, s.counterKey(escaped, *c))
 		cc.args = append(cc.args, c.Delta, ceilMillis(c.ExpireAt))
 	}
 	return calls

@@ -239,17 +239,10 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 }
 
 // group checks ops and packs the valid ones into script calls, one group
-// per cluster slot in the order of the ops. On a cluster every key of one
-// call must hash to one slot; on a standalone server or behind Sentinel
-// everything goes to the one server; on any other client (a ring), ops are
-// grouped by hash tag, which every sharding scheme keeps together.
+// per cluster slot in the order of the ops (see [grouper]).
 func (s *Store) group(ops []floodgate.Op) []call {
 	var calls []call
-	var bySlot map[uint16]int
-	var byTag map[string]int
-	_, cluster := s.client.(*goredis.ClusterClient)
-	_, single := s.client.(*goredis.Client)
-	open := -1 // the call being filled on a single server
+	g := s.grouper()
 	for i := range ops {
 		op := &ops[i]
 		op.Err = nil
@@ -258,45 +251,72 @@ func (s *Store) group(ops []floodgate.Op) []call {
 			continue
 		}
 		escaped := escapeKey(op.Key)
-		var ci int
-		switch {
-		case single:
-			if open < 0 || len(calls[open].ops) >= MaxOpsPerCall {
-				open = len(calls)
-				calls = append(calls, call{})
-			}
-			ci = open
-		case cluster:
-			if bySlot == nil {
-				bySlot = make(map[uint16]int)
-			}
-			slot := keySlot(escaped)
-			c, ok := bySlot[slot]
-			if !ok || len(calls[c].ops) >= MaxOpsPerCall {
-				c = len(calls)
-				calls = append(calls, call{})
-				bySlot[slot] = c
-			}
-			ci = c
-		default:
-			if byTag == nil {
-				byTag = make(map[string]int)
-			}
-			c, ok := byTag[escaped]
-			if !ok || len(calls[c].ops) >= MaxOpsPerCall {
-				c = len(calls)
-				calls = append(calls, call{})
-				byTag[escaped] = c
-			}
-			ci = c
+		ci, ok := g.current(escaped)
+		if !ok || len(calls[ci].ops) >= MaxOpsPerCall {
+			ci = len(calls)
+			calls = append(calls, call{})
+			g.start(escaped, ci)
 		}
 		room := 1 // a call per slot or tag: most hold one op
-		if single {
+		if g.single {
 			room = min(len(ops)-i, MaxOpsPerCall)
 		}
 		calls[ci].add(s, op, escaped, room)
 	}
 	return calls
+}
+
+// grouper assigns the keys of a batch to script calls in their order. On a
+// cluster every key of one call must hash to one slot; on a standalone
+// server or behind Sentinel everything goes to the one server; on any other
+// client (a ring), keys are grouped by hash tag, which every sharding scheme
+// keeps together.
+type grouper struct {
+	single, cluster bool
+	open            int // the call being filled on a single server
+	slot            uint16
+	bySlot          map[uint16]int
+	byTag           map[string]int
+}
+
+func (s *Store) grouper() grouper {
+	_, cluster := s.client.(*goredis.ClusterClient)
+	_, single := s.client.(*goredis.Client)
+	return grouper{single: single, cluster: cluster, open: -1}
+}
+
+// current returns the call being filled for the group of the key whose
+// hash tag is escaped, if there is one.
+func (g *grouper) current(escaped string) (int, bool) {
+	switch {
+	case g.single:
+		return g.open, g.open >= 0
+	case g.cluster:
+		g.slot = keySlot(escaped)
+		ci, ok := g.bySlot[g.slot]
+		return ci, ok
+	}
+	ci, ok := g.byTag[escaped]
+	return ci, ok
+}
+
+// start makes call ci the one being filled for escaped's group; it follows
+// current for the same key.
+func (g *grouper) start(escaped string, ci int) {
+	switch {
+	case g.single:
+		g.open = ci
+	case g.cluster:
+		if g.bySlot == nil {
+			g.bySlot = make(map[uint16]int)
+		}
+		g.bySlot[g.slot] = ci
+	default:
+		if g.byTag == nil {
+			g.byTag = make(map[string]int)
+		}
+		g.byTag[escaped] = ci
+	}
 }
 
 // add appends op's keys and arguments to the call; a limit already listed
