@@ -127,39 +127,53 @@ func TestOneCallPerGroup(t *testing.T) {
 	}
 }
 
-// TestFailedOpAlone puts an op whose key holds a value of the wrong type in
-// the middle of a batch: that op fails alone, and the ops around it, on
-// another key, are decided in order, with the server's clock and with
-// explicit instants in the same script call.
+// TestFailedOpAlone puts ops whose key holds a value of the wrong type in
+// the middle of a batch: those ops fail alone (admitted or denied, as a
+// cost over the quota is), and the ops around them, on other keys, are
+// decided in order, with the server's clock and with explicit instants in
+// the same script call. The batch goes once as it is (every op in the short
+// form: the script's uniform path) and once with a peek added (its general
+// path).
 func TestFailedOpAlone(t *testing.T) {
 	for _, topo := range topologies {
-		t.Run(topo, func(t *testing.T) {
-			s := newStore(t, topo)
-			ctx := context.Background()
-			l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Hour}
-			if err := s.Client().LPush(ctx, s.Key("bad", l), "x").Err(); err != nil {
-				t.Fatal(err)
-			}
-			defer s.Client().Del(ctx, s.Key("bad", l))
-			ls := []floodgate.Limit{l}
-			ops := []floodgate.Op{
-				{Key: "good", Limits: ls, Cost: 1},
-				{Key: "bad", Limits: ls, Cost: 1},
-				{Key: "good", Limits: ls, Cost: 2},
-				{Key: "timed", Limits: ls, Cost: 1, Now: 1_700_000_000_000_000},
-				{Key: "good", Limits: ls, Cost: 1},
-				{Key: "timed", Limits: ls, Cost: 4, Now: 1_700_000_000_000_001},
-			}
-			err := s.Decide(ctx, ops)
-			if err == nil || ops[1].Err == nil || !strings.Contains(ops[1].Err.Error(), "WRONGTYPE") {
-				t.Fatalf("decide: %v; bad op err %v; want WRONGTYPE", err, ops[1].Err)
-			}
-			for i, want := range map[int]int64{0: 4, 2: 2, 3: 4, 4: 1, 5: 0} {
-				if ops[i].Err != nil || !ops[i].Result.Allowed || ops[i].Result.Remaining != want {
-					t.Errorf("op %d: %+v, err %v; want allowed with %d remaining", i, ops[i].Result, ops[i].Err, want)
+		for _, peek := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/peek=%v", topo, peek), func(t *testing.T) {
+				s := newStore(t, topo)
+				ctx := context.Background()
+				l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 5, Window: time.Hour}
+				if err := s.Client().LPush(ctx, s.Key("bad", l), "x").Err(); err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				defer s.Client().Del(ctx, s.Key("bad", l))
+				ls := []floodgate.Limit{l}
+				ops := []floodgate.Op{
+					{Key: "good", Limits: ls, Cost: 1},
+					{Key: "bad", Limits: ls, Cost: 1},
+					{Key: "good", Limits: ls, Cost: 2},
+					{Key: "timed", Limits: ls, Cost: 1, Now: 1_700_000_000_000_000},
+					{Key: "good", Limits: ls, Cost: 1},
+					{Key: "bad", Limits: ls, Cost: 6},
+					{Key: "timed", Limits: ls, Cost: 4, Now: 1_700_000_000_000_001},
+				}
+				if peek {
+					ops = append(ops, floodgate.Op{Key: "other", Limits: ls})
+				}
+				err := s.Decide(ctx, ops)
+				for _, i := range []int{1, 5} {
+					if err == nil || ops[i].Err == nil || !strings.Contains(ops[i].Err.Error(), "WRONGTYPE") {
+						t.Fatalf("decide: %v; bad op %d err %v; want WRONGTYPE", err, i, ops[i].Err)
+					}
+				}
+				for i, want := range map[int]int64{0: 4, 2: 2, 3: 4, 4: 1, 6: 0} {
+					if ops[i].Err != nil || !ops[i].Result.Allowed || ops[i].Result.Remaining != want {
+						t.Errorf("op %d: %+v, err %v; want allowed with %d remaining", i, ops[i].Result, ops[i].Err, want)
+					}
+				}
+				if n, err := s.Client().LLen(ctx, s.Key("bad", l)).Result(); err != nil || n != 1 {
+					t.Errorf("the list under the bad key: length %d, %v; want it untouched", n, err)
+				}
+			})
+		}
 	}
 }
 

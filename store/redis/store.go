@@ -189,7 +189,10 @@ type call struct {
 	keys   []string
 	args   []any // the ops' arguments
 	limits []floodgate.Limit
-	cmd    *goredis.Cmd
+	// mixed is set once an op of the call is not in the short form under a
+	// string-state limit (one key, one argument and maybe an instant).
+	mixed bool
+	cmd   *goredis.Cmd
 }
 
 // Decide implements [floodgate.Store]. The valid ops of the batch are grouped
@@ -332,6 +335,9 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string, room int) {
 	first := len(c.args)
 	short := !op.Release && len(op.Limits) == 1 && op.Cost > 0 && op.Cost <= maxShortCost &&
 		(op.Lease == "" || op.Limits[0].Algorithm != floodgate.Concurrency)
+	if !short || op.Limits[0].Algorithm == floodgate.SlidingWindowLog || op.Limits[0].Algorithm == floodgate.Concurrency {
+		c.mixed = true
+	}
 	if short {
 		// Room for the op's short form, set below once its limit's number
 		// is known.
@@ -379,6 +385,7 @@ func (c *call) add(s *Store, op *floodgate.Op, escaped string, room int) {
 			}
 			// Too many limits in the call to name this one in the short form.
 			c.args = append(c.args[:first], op.Now, op.Cost, "a", op.Lease, 1)
+			c.mixed = true
 		}
 		c.args = append(c.args, n+1)
 	}
@@ -410,11 +417,16 @@ const (
 	maxShortCost = 1 << 41
 )
 
-// argv returns the script's ARGV: the number of ops and of limits, each
+// argv returns the script's ARGV: the number of ops (negated when every op
+// is in the short form under a string-state limit) and of limits, each
 // limit, then the ops' arguments.
 func (c *call) argv() []any {
 	args := make([]any, 0, 2+len(c.limits)+len(c.args))
-	args = append(args, len(c.ops), len(c.limits))
+	n := len(c.ops)
+	if !c.mixed {
+		n = -n
+	}
+	args = append(args, n, len(c.limits))
 	var buf [41]byte
 	for _, l := range c.limits {
 		w := l.Window.Microseconds()
