@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Instructions the Redis server executes per decision inside the decision
-# script (EVALSHA, from the call's arrival to its reply), counted by valgrind's
-# callgrind: repeatable whatever else the machine is doing, unlike CPU time.
-# A redis-server runs under callgrind on a free loopback port, collecting only
-# inside evalGenericCommand; BenchmarkDecideBatch (GCRA, 10,000 keys, batches
-# of n ops from one goroutine) runs against it for each n; the counters are
-# zeroed before and read after each run; the last row is the go-redis/redis_rate
-# yardstick (BenchmarkRedisRate, GCRA, one EVALSHA per decision) on the same
-# server. The server is stopped by its pid.
+# script (FCALL or EVALSHA, from the call's arrival to its reply), counted by
+# valgrind's callgrind: repeatable whatever else the machine is doing, unlike
+# CPU time. A redis-server runs under callgrind on a free loopback port,
+# collecting only inside fcallCommand and evalGenericCommand;
+# BenchmarkDecideBatch (GCRA, 10,000 keys, batches of n ops from one
+# goroutine) runs against it for each n, calling the script as a function
+# (fcall) and by EVALSHA (eval); the counters are zeroed before and read after
+# each run; the last row is the go-redis/redis_rate yardstick
+# (BenchmarkRedisRate, GCRA, one EVALSHA per decision) on the same server.
+# The server is stopped by its pid.
 #
 #   scripts/script-instructions.sh [decisions per batch size, default 20000]
 #
@@ -27,7 +29,7 @@ trap cleanup EXIT
 go test -c -o "$WORK/redis.test" ./store/redis
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --collect-atstart=no \
-	--toggle-collect=evalGenericCommand \
+	--toggle-collect=evalGenericCommand --toggle-collect=fcallCommand \
 	redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/valgrind.log" 2>&1 &
 VPID=$!
 for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
@@ -48,7 +50,9 @@ count() {
 	total=$(grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}')
 	printf '%-10s %14d\n' "$1" $((total / (N + 1)))
 }
-for n in 1 8 32 128; do
-	count "$n" "DecideBatch/n$n\$"
+for via in fcall eval; do
+	for n in 1 8 32 128; do
+		count "$via/$n" "DecideBatch/$via/n$n\$"
+	done
 done
 count redis_rate 'RedisRate/gcra/p1$'

@@ -86,44 +86,52 @@ func commandCalls(t *testing.T, c *goredis.Client, cmd string) int {
 }
 
 // TestOneCallPerGroup counts script calls on a server of its own: one batch
-// of n ops on distinct keys is ceil(n / MaxOpsPerCall) EVALSHA, and the
-// server's TIME is read once per call.
+// of n ops on distinct keys is ceil(n / MaxOpsPerCall) FCALL (or EVALSHA),
+// and the server's TIME is read once per call.
 func TestOneCallPerGroup(t *testing.T) {
-	srv := redistest.StartServer(t)
-	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c := srv.Client()
-	defer c.Close()
-	ctx := context.Background()
-	l := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 10, Window: time.Second}}
-	// Load the script, so that every call below is one EVALSHA.
-	if err := s.Decide(ctx, []floodgate.Op{{Key: "warm", Limits: l, Cost: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []int{1, 2, redisstore.MaxOpsPerCall, redisstore.MaxOpsPerCall + 1, 300} {
-		ops := make([]floodgate.Op, n)
-		for i := range ops {
-			ops[i] = floodgate.Op{Key: "n" + strconv.Itoa(n) + ":" + strconv.Itoa(i), Limits: l, Cost: 1}
-		}
-		evals, times := commandCalls(t, c, "evalsha"), commandCalls(t, c, "time")
-		if err := s.Decide(ctx, ops); err != nil {
-			t.Fatal(err)
-		}
-		want := (n + redisstore.MaxOpsPerCall - 1) / redisstore.MaxOpsPerCall
-		if got := commandCalls(t, c, "evalsha") - evals; got != want {
-			t.Errorf("%d ops: %d EVALSHA, want %d", n, got, want)
-		}
-		if got := commandCalls(t, c, "time") - times; got != want {
-			t.Errorf("%d ops: %d TIME, want %d", n, got, want)
-		}
-		for i := range ops {
-			if !ops[i].Result.Allowed || ops[i].Result.Remaining != 9 {
-				t.Fatalf("%d ops: op %d: %+v, want allowed with 9 remaining", n, i, ops[i].Result)
+	for _, eval := range []bool{false, true} {
+		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
+			srv := redistest.StartServer(t)
+			s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, NoFunctions: eval})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
+			defer s.Close()
+			c := srv.Client()
+			defer c.Close()
+			ctx := context.Background()
+			cmd := "fcall"
+			if eval {
+				cmd = "evalsha"
+			}
+			l := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 10, Window: time.Second}}
+			// Load the script, so that every call below is one FCALL or EVALSHA.
+			if err := s.Decide(ctx, []floodgate.Op{{Key: "warm", Limits: l, Cost: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []int{1, 2, redisstore.MaxOpsPerCall, redisstore.MaxOpsPerCall + 1, 300} {
+				ops := make([]floodgate.Op, n)
+				for i := range ops {
+					ops[i] = floodgate.Op{Key: "n" + strconv.Itoa(n) + ":" + strconv.Itoa(i), Limits: l, Cost: 1}
+				}
+				calls, times := commandCalls(t, c, cmd), commandCalls(t, c, "time")
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatal(err)
+				}
+				want := (n + redisstore.MaxOpsPerCall - 1) / redisstore.MaxOpsPerCall
+				if got := commandCalls(t, c, cmd) - calls; got != want {
+					t.Errorf("%d ops: %d %s, want %d", n, got, cmd, want)
+				}
+				if got := commandCalls(t, c, "time") - times; got != want {
+					t.Errorf("%d ops: %d TIME, want %d", n, got, want)
+				}
+				for i := range ops {
+					if !ops[i].Result.Allowed || ops[i].Result.Remaining != 9 {
+						t.Fatalf("%d ops: op %d: %+v, want allowed with 9 remaining", n, i, ops[i].Result)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -177,37 +185,52 @@ func TestFailedOpAlone(t *testing.T) {
 	}
 }
 
-// TestNoScriptCluster flushes the script cache of every cluster master before
-// a batch whose ops span several slots and masters: every call is answered
-// NOSCRIPT and sent again with EVAL, in one more pipeline, and every op is
-// decided once.
+// TestNoScriptCluster flushes the scripts and functions of every cluster
+// master before a batch whose ops span several slots and masters: every call
+// is answered NOSCRIPT and sent again with EVAL, or answered that the
+// function is not found and sent again once the library is loaded on every
+// master, in one more pipeline; every op is decided once.
 func TestNoScriptCluster(t *testing.T) {
-	s := newStore(t, "cluster")
-	cc := redistest.SharedCluster(t).Client()
-	defer cc.Close()
-	ctx := context.Background()
-	l := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}}
-	for round := 0; round < 3; round++ {
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
-			return c.ScriptFlush(ctx).Err()
+	for _, eval := range []bool{true, false} {
+		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
+			s, err := redisstore.New(redisstore.Options{
+				Addrs: redistest.SharedCluster(t).Addrs(), Cluster: true, NoFunctions: eval,
+				Prefix: fmt.Sprintf("t%d:", rand.Uint64()),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			cc := redistest.SharedCluster(t).Client()
+			defer cc.Close()
+			ctx := context.Background()
+			l := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}}
+			for round := 0; round < 3; round++ {
+				err := cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+					if err := c.ScriptFlush(ctx).Err(); err != nil {
+						return err
+					}
+					return c.FunctionFlush(ctx).Err()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ops []floodgate.Op
+				for k := 0; k < 20; k++ {
+					for j := 0; j < 3; j++ {
+						ops = append(ops, floodgate.Op{Key: "ns" + strconv.Itoa(k), Limits: l, Cost: 1})
+					}
+				}
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatalf("round %d after the flush: %v", round, err)
+				}
+				for i, op := range ops {
+					if want := int64(10 - 3*round - i%3 - 1); !op.Result.Allowed || op.Result.Remaining != want {
+						t.Fatalf("round %d op %d (key %s): %+v, want allowed with %d remaining", round, i, op.Key, op.Result, want)
+					}
+				}
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ops []floodgate.Op
-		for k := 0; k < 20; k++ {
-			for j := 0; j < 3; j++ {
-				ops = append(ops, floodgate.Op{Key: "ns" + strconv.Itoa(k), Limits: l, Cost: 1})
-			}
-		}
-		if err := s.Decide(ctx, ops); err != nil {
-			t.Fatalf("round %d after SCRIPT FLUSH: %v", round, err)
-		}
-		for i, op := range ops {
-			if want := int64(10 - 3*round - i%3 - 1); !op.Result.Allowed || op.Result.Remaining != want {
-				t.Fatalf("round %d op %d (key %s): %+v, want allowed with %d remaining", round, i, op.Key, op.Result, want)
-			}
-		}
 	}
 }
 

@@ -189,35 +189,44 @@ func serverCPU(b *testing.B, c *goredis.Client) float64 {
 
 // BenchmarkDecideBatch decides batches of n ops (GCRA, 10,000 keys at
 // random) from one goroutine, so that every batch is one round trip and
-// ceil(n/MaxOpsPerCall) script calls. It reports the Redis server's CPU time
-// per decision: what bounds a single Redis core.
+// ceil(n/MaxOpsPerCall) script calls, by FCALL (fcall/nN) or EVALSHA
+// (eval/nN). It reports the Redis server's CPU time per decision: what
+// bounds a single Redis core.
 //
 //	go test ./store/redis -run '^$' -bench DecideBatch -benchtime 40000x
 func BenchmarkDecideBatch(b *testing.B) {
 	l := []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 1000, Window: time.Second}}
-	for _, n := range []int{1, 8, 32, 128} {
-		b.Run(fmt.Sprintf("n%d", n), func(b *testing.B) {
-			c := benchClient(b)
-			s, err := redisstore.New(redisstore.Options{Client: c, Prefix: fmt.Sprintf("batch%d:", rand.Uint64())})
-			if err != nil {
-				b.Fatal(err)
+	for _, eval := range []bool{false, true} {
+		for _, n := range []int{1, 8, 32, 128} {
+			name := fmt.Sprintf("fcall/n%d", n)
+			if eval {
+				name = fmt.Sprintf("eval/n%d", n)
 			}
-			ctx := context.Background()
-			ops := make([]floodgate.Op, n)
-			cpu := serverCPU(b, c)
-			b.ResetTimer()
-			for done := 0; done < b.N; done += n {
-				batch := ops[:min(n, b.N-done)]
-				for i := range batch {
-					batch[i] = floodgate.Op{Key: "k" + strconv.Itoa(rand.IntN(benchKeys)), Limits: l, Cost: 1}
-				}
-				if err := s.Decide(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
-			b.ReportMetric((serverCPU(b, c)-cpu)*1e6/float64(b.N), "redis-µs/op")
-		})
+			b.Run(name, func(b *testing.B) { benchDecideBatch(b, l, n, eval) })
+		}
 	}
+}
+
+func benchDecideBatch(b *testing.B, l []floodgate.Limit, n int, eval bool) {
+	c := benchClient(b)
+	s, err := redisstore.New(redisstore.Options{Client: c, Prefix: fmt.Sprintf("batch%d:", rand.Uint64()), NoFunctions: eval})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	ops := make([]floodgate.Op, n)
+	cpu := serverCPU(b, c)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += n {
+		batch := ops[:min(n, b.N-done)]
+		for i := range batch {
+			batch[i] = floodgate.Op{Key: "k" + strconv.Itoa(rand.IntN(benchKeys)), Limits: l, Cost: 1}
+		}
+		if err := s.Decide(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+	b.ReportMetric((serverCPU(b, c)-cpu)*1e6/float64(b.N), "redis-µs/op")
 }

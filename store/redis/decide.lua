@@ -18,10 +18,15 @@
 
 local NEVER = -1
 
-local floor, max, min = math.floor, math.max, math.min
-local byte, find, sub = string.byte, string.find, string.sub
-local pack, sunpack = struct.pack, struct.unpack
-local call, tunpack, concat = redis.call, unpack, table.concat
+-- Library functions, bound by run when it starts without them: a function
+-- library loads where only the redis table exists.
+local floor, max, min, byte, find, sub, pack, sunpack, tunpack, concat, call
+local function bind()
+  floor, max, min = math.floor, math.max, math.min
+  byte, find, sub = string.byte, string.find, string.sub
+  pack, sunpack = struct.pack, struct.unpack
+  tunpack, concat, call = unpack, table.concat, redis.call
+end
 
 local function fdiv(a, b)
   local q = floor(a / b)
@@ -572,25 +577,8 @@ local function general()
   return decideOp
 end
 
--- num converts a number of ARGV once per call: most repeat.
-local num = setmetatable({}, {__index = function(t, v)
-  local n = tonumber(v)
-  t[v] = n
-  return n
-end})
-
--- The limits of the call.
+-- The limits' algorithms, by number.
 local ALGS = {'fw', 'sl', 'sw', 'tb', 'gcra', 'cc'}
-local lims = {}
-local a = 3
-for i = 1, num[ARGV[2]] do
-  local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', ARGV[a])
-  local alg = ALGS[code]
-  lims[i] = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
-  a = a + 1
-end
-local first = a
-local nops = num[ARGV[1]]
 
 -- An op that acquires under one limit (not a concurrency limit with a
 -- lease) has a short form: one argument, -(cost * 2 * SHORT + the number of
@@ -607,45 +595,200 @@ local function short(x)
   return lim, (x - lim) / SHORT, timed == 1
 end
 
--- A uniform call, whose ops are all in the short form under a string-state
--- limit (one key each, in order), the common call, takes a shorter path than
--- the general one below. The keys are read by one MGET; SET ...
--- GET writes a state and fails, writing nothing, on a key of another type,
--- which MGET reads as empty: such an op fails as it would alone, and so
--- does a denied op on such a key, by a GET. A failed command fails its op
--- alone, as below.
-if nops < 0 then
-  local n = -nops
-  local vals
-  if n <= 1000 then
-    vals = call('MGET', tunpack(KEYS))
-  else
-    vals = {}
-    local m = 0
-    chunks(KEYS, function(...)
-      local vs = call('MGET', ...)
-      for i = 1, #vs do vals[m + i] = vs[i] end
-      m = m + #vs
-    end)
-  end
-  local written = {}
-  local forms = {}
-  local out = {}
-  local FAST = '<B' .. RECORD
-  local a = first
-  for o = 1, n do
-    local x = ARGV[a]
+-- NUM makes a table convert each number of ARGV once per call: most repeat.
+local NUM = {__index = function(t, v)
+  local n = tonumber(v)
+  t[v] = n
+  return n
+end}
+
+-- run decides a call (KEYS and ARGV as above) and returns its reply. Run as
+-- a script, the script's last line calls it; loaded as a Redis function
+-- library, it is the function, and what comes before it is defined once.
+local function run(KEYS, ARGV)
+  if not call then bind() end
+  now, lease, clock, SLACK, cache = 0, '', nil, 0, {}
+  local num = setmetatable({}, NUM)
+
+  -- The limits of the call.
+  local lims = {}
+  local a = 3
+  for i = 1, num[ARGV[2]] do
+    local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', ARGV[a])
+    local alg = ALGS[code]
+    lims[i] = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
     a = a + 1
-    local form = forms[x]
-    if not form then
-      local lim, cost, timed = short(num[x])
-      form = {lims[lim], cost, timed}
-      forms[x] = form
+  end
+  local first = a
+  local nops = num[ARGV[1]]
+
+  -- A uniform call, whose ops are all in the short form under a string-state
+  -- limit (one key each, in order), the common call, takes a shorter path than
+  -- the general one below. The keys are read by one MGET; SET ...
+  -- GET writes a state and fails, writing nothing, on a key of another type,
+  -- which MGET reads as empty: such an op fails as it would alone, and so
+  -- does a denied op on such a key, by a GET. A failed command fails its op
+  -- alone, as below.
+  if nops < 0 then
+    local n = -nops
+    local vals
+    if n <= 1000 then
+      vals = call('MGET', tunpack(KEYS))
+    else
+      vals = {}
+      local m = 0
+      chunks(KEYS, function(...)
+        local vs = call('MGET', ...)
+        for i = 1, #vs do vals[m + i] = vs[i] end
+        m = m + #vs
+      end)
     end
-    local d, cost = form[1], form[2]
-    if form[3] then
-      now = num[ARGV[a]]
+    local written = {}
+    local forms = {}
+    local out = {}
+    local FAST = '<B' .. RECORD
+    local a = first
+    for o = 1, n do
+      local x = ARGV[a]
       a = a + 1
+      local form = forms[x]
+      if not form then
+        local lim, cost, timed = short(num[x])
+        form = {lims[lim], cost, timed}
+        forms[x] = form
+      end
+      local d, cost = form[1], form[2]
+      if form[3] then
+        now = num[ARGV[a]]
+        a = a + 1
+        SLACK = 600000
+      else
+        if not clock then
+          local t = call('TIME')
+          clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        end
+        now = clock
+        SLACK = 0
+      end
+      local k = KEYS[o]
+      local raw = written[k]
+      if raw == nil then raw = vals[o] end
+      local T, N, P = 0, 0, 0
+      if raw then T, N, P = parse(raw) end
+      local allowed, remaining, reset, retry
+      T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
+      local r, v
+      if allowed then
+        -- An admitted op always leaves a state that outlives now.
+        v = encode(d, T, N, P)
+        r = redis.pcall('SET', k, v, 'PX', int(cdiv(expiresAt(d, T, N, P) - now, 1000) + SLACK), 'GET')
+      elseif raw == false then
+        r = redis.pcall('GET', k)
+      end
+      if type(r) == 'table' and r.err then
+        out[o] = pack('<BI4', 2, #r.err) .. r.err
+      elseif allowed then
+        written[k] = v
+        out[o] = pack(FAST, 1, 1, remaining, reset, retry)
+      else
+        out[o] = pack(FAST, 0, 0, remaining, reset, retry)
+      end
+    end
+    return concat(out)
+  end
+
+  -- The string-state keys of the ops.
+  local strs = {}
+  local ki = 1
+  for _ = 1, nops do
+    local x = num[ARGV[a]]
+    if x < 0 then
+      local lim, _, timed = short(x)
+      a = a + 1
+      if timed then a = a + 1 end
+      if lims[lim].f then
+        strs[#strs + 1] = KEYS[ki]
+        ki = ki + 1
+      else
+        ki = ki + 2
+      end
+    else
+      local nlim = num[ARGV[a + 4]]
+      a = a + 5
+      for _ = 1, nlim do
+        if lims[num[ARGV[a]]].f then
+          strs[#strs + 1] = KEYS[ki]
+          ki = ki + 1
+        else
+          ki = ki + 2
+        end
+        a = a + 1
+      end
+    end
+  end
+
+  -- Read them all at once when there are several. MGET answers nil for a key
+  -- of another type, where GET fails; if any key MGET found empty exists,
+  -- those keys are left to GET, so that such an op fails as it would alone.
+  if #strs > 1 then
+    local missing = {}
+    local n = 0
+    chunks(strs, function(...)
+      local vs = call('MGET', ...)
+      for i = 1, #vs do
+        n = n + 1
+        cache[strs[n]] = vs[i]
+        if not vs[i] then missing[#missing + 1] = strs[n] end
+      end
+    end)
+    if #missing > 0 then
+      local exist = 0
+      chunks(missing, function(...) exist = exist + call('EXISTS', ...) end)
+      if exist > 0 then
+        for _, k in ipairs(missing) do cache[k] = nil end
+      end
+    end
+  end
+
+  -- fast decides an acquisition of cost > 0 under one string-state limit d
+  -- whose key is k, as decideOp would with less work.
+  local FAST = '<B' .. RECORD
+  local function fast(d, k, cost)
+    local T, N, P = load(k)
+    local allowed, remaining, reset, retry
+    T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
+    if allowed then
+      store(d, k, T, N, P)
+      return pack(FAST, 1, 1, remaining, reset, retry)
+    end
+    return pack(FAST, 0, 0, remaining, reset, retry)
+  end
+
+  -- The ops, in order. A failed Redis command (a key of the wrong type, out of
+  -- memory) fails its op alone, as it would in a call of its own; what the op
+  -- wrote before the failure stays written, as it would too.
+  local replies = {}
+  a, ki = first, 1
+  for o = 1, nops do
+    local x = num[ARGV[a]]
+    local cost, release, nlim, d, li
+    if x < 0 then
+      local lim, timed
+      lim, cost, timed = short(x)
+      d = lims[lim]
+      now, release, lease, nlim = 0, false, '', 1
+      a = a + 1
+      if timed then
+        now = num[ARGV[a]]
+        a = a + 1
+      end
+    else
+      now, cost, release, lease, nlim = x, num[ARGV[a + 1]], ARGV[a + 2] == 'r', ARGV[a + 3], num[ARGV[a + 4]]
+      li = a + 5
+      a = li + nlim
+      d = lims[num[ARGV[li]]]
+    end
+    if now ~= 0 then
       SLACK = 600000
     else
       if not clock then
@@ -655,157 +798,30 @@ if nops < 0 then
       now = clock
       SLACK = 0
     end
-    local k = KEYS[o]
-    local raw = written[k]
-    if raw == nil then raw = vals[o] end
-    local T, N, P = 0, 0, 0
-    if raw then T, N, P = parse(raw) end
-    local allowed, remaining, reset, retry
-    T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
-    local r, v
-    if allowed then
-      -- An admitted op always leaves a state that outlives now.
-      v = encode(d, T, N, P)
-      r = redis.pcall('SET', k, v, 'PX', int(cdiv(expiresAt(d, T, N, P) - now, 1000) + SLACK), 'GET')
-    elseif raw == false then
-      r = redis.pcall('GET', k)
-    end
-    if type(r) == 'table' and r.err then
-      out[o] = pack('<BI4', 2, #r.err) .. r.err
-    elseif allowed then
-      written[k] = v
-      out[o] = pack(FAST, 1, 1, remaining, reset, retry)
-    else
-      out[o] = pack(FAST, 0, 0, remaining, reset, retry)
-    end
-  end
-  return concat(out)
-end
-
--- The string-state keys of the ops.
-local strs = {}
-local ki = 1
-for _ = 1, nops do
-  local x = num[ARGV[a]]
-  if x < 0 then
-    local lim, _, timed = short(x)
-    a = a + 1
-    if timed then a = a + 1 end
-    if lims[lim].f then
-      strs[#strs + 1] = KEYS[ki]
+    local ok, reply
+    if nlim == 1 and not release and cost > 0 and d.f then
+      ok, reply = pcall(fast, d, KEYS[ki], cost)
       ki = ki + 1
     else
-      ki = ki + 2
-    end
-  else
-    local nlim = num[ARGV[a + 4]]
-    a = a + 5
-    for _ = 1, nlim do
-      if lims[num[ARGV[a]]].f then
-        strs[#strs + 1] = KEYS[ki]
+      local specs = {}
+      for i = 1, nlim do
+        if li then d = lims[num[ARGV[li + i - 1]]] end
+        local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki]}
         ki = ki + 1
-      else
-        ki = ki + 2
+        if not d.f then
+          l.k2 = KEYS[ki]
+          ki = ki + 1
+        end
+        specs[i] = l
       end
-      a = a + 1
+      ok, reply = pcall(general(), specs, cost, release)
     end
+    if not ok then
+      if type(reply) == 'table' and reply.err then reply = reply.err end
+      reply = tostring(reply)
+      reply = pack('<BI4', 2, #reply) .. reply
+    end
+    replies[o] = reply
   end
+  return concat(replies)
 end
-
--- Read them all at once when there are several. MGET answers nil for a key
--- of another type, where GET fails; if any key MGET found empty exists,
--- those keys are left to GET, so that such an op fails as it would alone.
-if #strs > 1 then
-  local missing = {}
-  local n = 0
-  chunks(strs, function(...)
-    local vs = call('MGET', ...)
-    for i = 1, #vs do
-      n = n + 1
-      cache[strs[n]] = vs[i]
-      if not vs[i] then missing[#missing + 1] = strs[n] end
-    end
-  end)
-  if #missing > 0 then
-    local exist = 0
-    chunks(missing, function(...) exist = exist + call('EXISTS', ...) end)
-    if exist > 0 then
-      for _, k in ipairs(missing) do cache[k] = nil end
-    end
-  end
-end
-
--- fast decides an acquisition of cost > 0 under one string-state limit d
--- whose key is k, as decideOp would with less work.
-local FAST = '<B' .. RECORD
-local function fast(d, k, cost)
-  local T, N, P = load(k)
-  local allowed, remaining, reset, retry
-  T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
-  if allowed then
-    store(d, k, T, N, P)
-    return pack(FAST, 1, 1, remaining, reset, retry)
-  end
-  return pack(FAST, 0, 0, remaining, reset, retry)
-end
-
--- The ops, in order. A failed Redis command (a key of the wrong type, out of
--- memory) fails its op alone, as it would in a call of its own; what the op
--- wrote before the failure stays written, as it would too.
-local replies = {}
-a, ki = first, 1
-for o = 1, nops do
-  local x = num[ARGV[a]]
-  local cost, release, nlim, d, li
-  if x < 0 then
-    local lim, timed
-    lim, cost, timed = short(x)
-    d = lims[lim]
-    now, release, lease, nlim = 0, false, '', 1
-    a = a + 1
-    if timed then
-      now = num[ARGV[a]]
-      a = a + 1
-    end
-  else
-    now, cost, release, lease, nlim = x, num[ARGV[a + 1]], ARGV[a + 2] == 'r', ARGV[a + 3], num[ARGV[a + 4]]
-    li = a + 5
-    a = li + nlim
-    d = lims[num[ARGV[li]]]
-  end
-  if now ~= 0 then
-    SLACK = 600000
-  else
-    if not clock then
-      local t = call('TIME')
-      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    now = clock
-    SLACK = 0
-  end
-  local ok, reply
-  if nlim == 1 and not release and cost > 0 and d.f then
-    ok, reply = pcall(fast, d, KEYS[ki], cost)
-    ki = ki + 1
-  else
-    local specs = {}
-    for i = 1, nlim do
-      if li then d = lims[num[ARGV[li + i - 1]]] end
-      local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki]}
-      ki = ki + 1
-      if not d.f then
-        l.k2 = KEYS[ki]
-        ki = ki + 1
-      end
-      specs[i] = l
-    end
-    ok, reply = pcall(general(), specs, cost, release)
-  end
-  if not ok then
-    if type(reply) == 'table' and reply.err then reply = reply.err end
-    reply = tostring(reply)
-    reply = pack('<BI4', 2, #reply) .. reply
-  end
-  replies[o] = reply
-end
-return concat(replies)

@@ -19,14 +19,40 @@ import (
 	"github.com/floodgate/floodgate"
 )
 
+// decideLua defines the decision script's functions, ending with run, which
+// decides one call.
+//
 //go:embed decide.lua
-var decideScript string
+var decideLua string
+
+// decideScript is the script EVAL runs: the definitions, then run's body
+// as a block of the script, which reads KEYS and ARGV as globals (a script
+// runs all of itself on every call: a call of run would add the making of
+// its closure).
+var decideScript = func() string {
+	const head = "\nlocal function run(KEYS, ARGV)\n"
+	if strings.Count(decideLua, head) != 1 {
+		panic("redis: decide.lua: no run function")
+	}
+	return strings.Replace(decideLua, head, "\ndo\n", 1)
+}()
 
 // scriptSHA is the SHA-1 digest EVALSHA names the script by.
 var scriptSHA = func() string {
 	h := sha1.Sum([]byte(decideScript))
 	return hex.EncodeToString(h[:])
 }()
+
+// The same script as a function library (Redis 7 and later), which a server
+// loads once: its definitions then run once, not on every call, and FCALL
+// runs only run. Library and function are named after the script's digest,
+// so that versions of floodgate sharing a server each find their own.
+var (
+	libraryName  = "floodgate_" + scriptSHA[:16]
+	functionName = "floodgate_decide_" + scriptSHA[:16]
+	library      = "#!lua name=" + libraryName + "\n" + decideLua +
+		"redis.register_function('" + functionName + "', run)\n"
+)
 
 // Defaults of [Options].
 const (
@@ -76,6 +102,15 @@ type Options struct {
 	// PoolSize is the number of connections per server. Default: go-redis's
 	// default (10 per CPU).
 	PoolSize int
+
+	// NoFunctions sends the decision script by EVALSHA (EVAL when the server
+	// does not have it cached) even where Redis has functions. By default
+	// the store loads it once per server as a function library and calls it
+	// by FCALL, which saves the script's set-up on every call; it falls back
+	// to EVALSHA by itself on a server without functions (before Redis 7), a
+	// user the ACL does not let load or call them, and a client other than a
+	// standalone, Sentinel or cluster one.
+	NoFunctions bool
 }
 
 // The store never lets go-redis retry a command (MaxRetries -1): a script
@@ -95,6 +130,8 @@ type Store struct {
 	ownClient bool
 	prefix    string
 	closed    atomic.Bool
+	// scripts is set when calls go by EVALSHA rather than FCALL.
+	scripts atomic.Bool
 }
 
 var _ floodgate.Store = (*Store)(nil)
@@ -110,8 +147,14 @@ func New(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("redis: prefix %q: must not contain '{' or '}'", opts.Prefix)
 	}
 	s := &Store{prefix: opts.Prefix}
+	s.scripts.Store(opts.NoFunctions)
 	if opts.Client != nil {
 		s.client = opts.Client
+		switch opts.Client.(type) {
+		case *goredis.Client, *goredis.ClusterClient:
+		default:
+			s.scripts.Store(true)
+		}
 		return s, nil
 	}
 	if len(opts.Addrs) == 0 {
@@ -212,23 +255,7 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	}
 	calls := s.group(ops)
 	if len(calls) > 0 {
-		s.run(ctx, calls, true)
-		var retry []int
-		for i := range calls {
-			if isNoScript(calls[i].cmd.Err()) {
-				retry = append(retry, i)
-			}
-		}
-		if len(retry) > 0 {
-			again := make([]call, len(retry))
-			for j, i := range retry {
-				again[j] = calls[i]
-			}
-			s.run(ctx, again, false)
-			for j, i := range retry {
-				calls[i].cmd = again[j].cmd
-			}
-		}
+		s.send(ctx, calls)
 		for i := range calls {
 			calls[i].finish()
 		}
@@ -490,29 +517,123 @@ func (c *call) finish() {
 	}
 }
 
-// run sends calls in one pipeline, by EVALSHA or EVAL; a lone call goes
-// without the pipeline's bookkeeping.
-func (s *Store) run(ctx context.Context, calls []call, sha bool) {
+// How a call names the script.
+type via int
+
+const (
+	viaFCall   via = iota // the function, loaded once per server
+	viaEvalSHA            // the script, by its digest
+	viaEval               // the script's text, which caches it
+)
+
+// send runs calls and sends again those that did not run because the server
+// lacked the script: a server without the function library loads it (and
+// one that cannot, or may not, makes the store use EVALSHA from then on);
+// a NOSCRIPT answer to EVALSHA is sent again by EVAL. A call that may have
+// run is never sent again.
+func (s *Store) send(ctx context.Context, calls []call) {
+	v := viaFCall
+	if s.scripts.Load() {
+		v = viaEvalSHA
+	}
+	s.run(ctx, calls, v)
+	all := calls
+	var pos []int // each call's place in all, once calls is a retry
+	for {
+		var again []int
+		next := v
+		switch v {
+		case viaFCall:
+			missing := false
+			for i := range calls {
+				err := calls[i].cmd.Err()
+				switch {
+				case isNoFunction(err):
+					missing = true
+				case unsupported(err):
+					next = viaEvalSHA
+				default:
+					continue
+				}
+				again = append(again, i)
+			}
+			if missing && next == viaFCall {
+				if err := s.loadLibrary(ctx); err != nil {
+					if !unsupported(err) {
+						for _, i := range again {
+							calls[i].cmd.SetErr(fmt.Errorf("load the function library: %w", err))
+						}
+						return
+					}
+					next = viaEvalSHA
+				}
+			}
+			if next == viaEvalSHA {
+				s.scripts.Store(true)
+			}
+		case viaEvalSHA:
+			for i := range calls {
+				if isNoScript(calls[i].cmd.Err()) {
+					again = append(again, i)
+				}
+			}
+			next = viaEval
+		}
+		if len(again) == 0 {
+			return
+		}
+		retry := make([]call, len(again))
+		for j, i := range again {
+			retry[j] = calls[i]
+			if pos != nil {
+				again[j] = pos[i]
+			}
+		}
+		s.run(ctx, retry, next)
+		for j, i := range again {
+			all[i].cmd = retry[j].cmd
+		}
+		calls, pos, v = retry, again, next
+	}
+}
+
+// run sends calls in one pipeline; a lone call goes without the pipeline's
+// bookkeeping.
+func (s *Store) run(ctx context.Context, calls []call, v via) {
 	if len(calls) == 1 {
 		c := &calls[0]
-		if sha {
-			c.cmd = s.client.EvalSha(ctx, scriptSHA, c.keys, c.argv()...)
-		} else {
-			c.cmd = s.client.Eval(ctx, decideScript, c.keys, c.argv()...)
-		}
+		c.cmd = s.command(ctx, s.client, c, v)
 		return
 	}
 	pipe := s.client.Pipeline()
 	for i := range calls {
 		c := &calls[i]
-		if sha {
-			c.cmd = pipe.EvalSha(ctx, scriptSHA, c.keys, c.argv()...)
-		} else {
-			c.cmd = pipe.Eval(ctx, decideScript, c.keys, c.argv()...)
-		}
+		c.cmd = s.command(ctx, pipe, c, v)
 	}
 	// Each command carries its own error; the first is returned here too.
 	_, _ = pipe.Exec(ctx)
+}
+
+func (s *Store) command(ctx context.Context, r goredis.Cmdable, c *call, v via) *goredis.Cmd {
+	switch v {
+	case viaFCall:
+		return r.FCall(ctx, functionName, c.keys, c.argv()...)
+	case viaEvalSHA:
+		return r.EvalSha(ctx, scriptSHA, c.keys, c.argv()...)
+	}
+	return r.Eval(ctx, decideScript, c.keys, c.argv()...)
+}
+
+// loadLibrary loads the function library on the server, or on every master
+// of a cluster, replacing one of the same name (another process of the same
+// version may be loading it too).
+func (s *Store) loadLibrary(ctx context.Context) error {
+	if c, ok := s.client.(*goredis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error {
+			return m.FunctionLoadReplace(ctx, library).Err()
+		})
+	}
+	return s.client.FunctionLoadReplace(ctx, library).Err()
 }
 
 // keySlot is the Redis Cluster slot of every key whose hash tag is tag:
@@ -542,6 +663,21 @@ var crc16tab = func() (t [256]uint16) {
 
 func isNoScript(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// isNoFunction tells a server's answer that it has no such function.
+func isNoFunction(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "ERR Function not found")
+}
+
+// unsupported tells a server's answer that it has no such command (FCALL
+// and FUNCTION before Redis 7) or that the user may not run it.
+func unsupported(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "ERR unknown command") || strings.HasPrefix(msg, "NOPERM")
 }
 
 // Key returns the Redis key that holds key's state under l (for the sliding

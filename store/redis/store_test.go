@@ -23,7 +23,10 @@ func TestMain(m *testing.M) {
 }
 
 // topologies names the servers every shared test runs against.
-var topologies = []string{"standalone", "cluster"}
+// topologies are where the tests that take one run: the shared standalone
+// server and cluster, calling the script as a function (FCALL), and the
+// standalone server calling it by EVALSHA (Options.NoFunctions).
+var topologies = []string{"standalone", "cluster", "standalone-eval"}
 
 // newStore returns a store on the shared standalone server or cluster, with
 // a prefix of its own so tests do not see each other's keys.
@@ -33,6 +36,8 @@ func newStore(t testing.TB, topo string) *redisstore.Store {
 	switch topo {
 	case "standalone":
 		opts.Addrs = []string{redistest.Shared(t).Addr}
+	case "standalone-eval":
+		opts.Addrs, opts.NoFunctions = []string{redistest.Shared(t).Addr}, true
 	case "cluster":
 		opts.Addrs, opts.Cluster = redistest.SharedCluster(t).Addrs(), true
 	default:
@@ -242,33 +247,79 @@ func TestServerClock(t *testing.T) {
 	}
 }
 
-// TestNoScript flushes the script cache between decisions: EVALSHA fails
-// with NOSCRIPT and the store falls back to EVAL.
+// TestNoScript flushes the server's scripts, or its functions, between
+// decisions: EVALSHA fails with NOSCRIPT and the store falls back to EVAL;
+// FCALL fails as the function is not found and the store loads it again.
+// Each op is decided once.
 func TestNoScript(t *testing.T) {
+	for _, eval := range []bool{true, false} {
+		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
+			srv := redistest.StartServer(t)
+			s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, NoFunctions: eval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			c := srv.Client()
+			defer c.Close()
+			ctx := context.Background()
+			l := floodgate.Limit{Algorithm: floodgate.TokenBucket, Quota: 10, Window: time.Second}
+			for i := 0; i < 4; i++ {
+				if err := c.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.FunctionFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+				ops := []floodgate.Op{
+					{Key: "k", Limits: []floodgate.Limit{l}, Cost: 1, Now: 1e15},
+					{Key: "k", Limits: []floodgate.Limit{l}, Cost: 1, Now: 1e15},
+				}
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatalf("round %d after the flush: %v", i, err)
+				}
+				if want := int64(10 - 2*(i+1)); ops[1].Result.Remaining != want {
+					t.Fatalf("round %d: remaining %d, want %d", i, ops[1].Result.Remaining, want)
+				}
+			}
+			if fcalls := commandCalls(t, c, "fcall"); eval != (fcalls == 0) {
+				t.Errorf("%d FCALL", fcalls)
+			}
+		})
+	}
+}
+
+// TestFunctionsRefused decides as a user whom the ACL does not let call or
+// load functions: the store falls back to EVALSHA, and every op is decided
+// once.
+func TestFunctionsRefused(t *testing.T) {
 	srv := redistest.StartServer(t)
-	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}})
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Do(ctx, "ACL", "SETUSER", "limiter", "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, Username: "limiter", Password: "pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	c := srv.Client()
-	defer c.Close()
-	ctx := context.Background()
-	l := floodgate.Limit{Algorithm: floodgate.TokenBucket, Quota: 10, Window: time.Second}
-	for i := 0; i < 4; i++ {
-		if err := c.ScriptFlush(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		ops := []floodgate.Op{
-			{Key: "k", Limits: []floodgate.Limit{l}, Cost: 1, Now: 1e15},
-			{Key: "k", Limits: []floodgate.Limit{l}, Cost: 1, Now: 1e15},
-		}
+	l := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}}
+	for i := 0; i < 3; i++ {
+		ops := []floodgate.Op{{Key: "k", Limits: l, Cost: 1}, {Key: "k", Limits: l, Cost: 2}}
 		if err := s.Decide(ctx, ops); err != nil {
-			t.Fatalf("round %d after SCRIPT FLUSH: %v", i, err)
+			t.Fatalf("round %d: %v", i, err)
 		}
-		if want := int64(10 - 2*(i+1)); ops[1].Result.Remaining != want {
-			t.Fatalf("round %d: remaining %d, want %d", i, ops[1].Result.Remaining, want)
+		if want := int64(10 - 3*(i+1)); !ops[1].Result.Allowed || ops[1].Result.Remaining != want {
+			t.Fatalf("round %d: %+v, want allowed with %d remaining", i, ops[1].Result, want)
 		}
+	}
+	if n := commandCalls(t, c, "evalsha"); n == 0 {
+		t.Error("no EVALSHA")
+	}
+	if n := commandCalls(t, c, "fcall"); n > 1 {
+		t.Errorf("%d FCALL, want at most the first", n)
 	}
 }
 
