@@ -93,7 +93,7 @@ run() {
 	jq -r --arg l "$label" --arg c "$ccpu" --arg s "$(awk -v a="$s0" -v b="$s1" 'BEGIN{printf "%.2f",(b-a)/100}')" --arg r "$(awk -v a="$r0" -v b="$r1" 'BEGIN{printf "%.2f",(b-a)/100}')" \
 		'[$l, .concurrency, (.decisions_per_second|floor), ((.latency.p50_ns/1000|floor|tostring)+"µs"), ((.latency.p99_ns/1000|floor|tostring)+"µs"),
 		  (if .store_calls >= 0 then (.round_trips_per_decision*10000|round/10000|tostring) else "-" end),
-		  (((.redis_commands.evalsha // 0) + (.redis_commands.eval // 0)) / (if .decisions > 0 then .decisions else 1 end) * 10000 | round / 10000 | tostring),
+		  (((.redis_commands.evalsha // 0) + (.redis_commands.eval // 0) + (.redis_commands.fcall // 0)) / (if .decisions > 0 then .decisions else 1 end) * 10000 | round / 10000 | tostring),
 		  ((.redis_commands_per_decision*10000|round/10000)|tostring), $c, $s, $r,
 		  "allowed=\(.allowed) denied=\(.denied) errors=\(.errors)" + (if .exactness then " exact=\(.exactness.ok) admitted=\(.exactness.admitted) allows=\(.exactness.limit_allows)" else "" end) + (if .errors > 0 then " first_error=\(.first_error)" else "" end)]
 		 | "\(.[0]|.+" "*(44-length)) \(.[1]) \(.[2]) \(.[3]) \(.[4]) \(.[5]) \(.[6]) \(.[7]) \(.[8]) \(.[9]) \(.[10])  \(.[11])"' "$WORK/out.json"

@@ -527,10 +527,11 @@ const (
 )
 
 // send runs calls and sends again those that did not run because the server
-// lacked the script: a server without the function library loads it (and
-// one that cannot, or may not, makes the store use EVALSHA from then on);
-// a NOSCRIPT answer to EVALSHA is sent again by EVAL. A call that may have
-// run is never sent again.
+// lacked the script: the servers that lack the function library load it
+// (and a server that cannot, or may not, makes the store use EVALSHA from
+// then on, as does a function still missing once loaded); a NOSCRIPT answer
+// to EVALSHA is sent again by EVAL. A call that may have run is never sent
+// again.
 func (s *Store) send(ctx context.Context, calls []call) {
 	v := viaFCall
 	if s.scripts.Load() {
@@ -539,33 +540,41 @@ func (s *Store) send(ctx context.Context, calls []call) {
 	s.run(ctx, calls, v)
 	all := calls
 	var pos []int // each call's place in all, once calls is a retry
+	loaded := false
 	for {
 		var again []int
 		next := v
 		switch v {
 		case viaFCall:
-			missing := false
+			var missing []*call
 			for i := range calls {
 				err := calls[i].cmd.Err()
 				switch {
 				case isNoFunction(err):
-					missing = true
-				case unsupported(err):
+					if loaded {
+						next = viaEvalSHA
+					}
+					missing = append(missing, &calls[i])
+				case refused(err):
 					next = viaEvalSHA
 				default:
 					continue
 				}
 				again = append(again, i)
 			}
-			if missing && next == viaFCall {
-				if err := s.loadLibrary(ctx); err != nil {
-					if !unsupported(err) {
-						for _, i := range again {
-							calls[i].cmd.SetErr(fmt.Errorf("load the function library: %w", err))
-						}
-						return
-					}
+			if next == viaFCall && len(missing) > 0 {
+				loaded = true
+				if s.loadLibrary(ctx, missing) {
 					next = viaEvalSHA
+				} else {
+					// Calls whose server could not load it keep that error.
+					kept := again[:0]
+					for _, i := range again {
+						if calls[i].cmd.Err() == nil || isNoFunction(calls[i].cmd.Err()) {
+							kept = append(kept, i)
+						}
+					}
+					again = kept
 				}
 			}
 			if next == viaEvalSHA {
@@ -624,16 +633,40 @@ func (s *Store) command(ctx context.Context, r goredis.Cmdable, c *call, v via) 
 	return r.Eval(ctx, decideScript, c.keys, c.argv()...)
 }
 
-// loadLibrary loads the function library on the server, or on every master
-// of a cluster, replacing one of the same name (another process of the same
-// version may be loading it too).
-func (s *Store) loadLibrary(ctx context.Context) error {
-	if c, ok := s.client.(*goredis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error {
-			return m.FunctionLoadReplace(ctx, library).Err()
-		})
+// loadLibrary loads the function library, replacing one of the same name
+// (another process of the same version may be loading it too), on the
+// server of each call, once per server: on a cluster, the master of the
+// call's slot. A call whose server fails to load it gets that error. It
+// reports whether a server refused the load command itself (before Redis 7,
+// or an ACL): the store then uses EVALSHA.
+func (s *Store) loadLibrary(ctx context.Context, calls []*call) (refusedLoad bool) {
+	cc, cluster := s.client.(*goredis.ClusterClient)
+	done := map[*goredis.Client]error{} // by server; nil: the one server
+	for _, c := range calls {
+		var srv *goredis.Client
+		var err error
+		if cluster {
+			srv, err = cc.MasterForKey(ctx, c.keys[0])
+		}
+		if err == nil {
+			var ok bool
+			if err, ok = done[srv]; !ok {
+				var r goredis.Cmdable = s.client
+				if srv != nil {
+					r = srv
+				}
+				err = r.FunctionLoadReplace(ctx, library).Err()
+				done[srv] = err
+			}
+		}
+		if refused(err) {
+			return true
+		}
+		if err != nil {
+			c.cmd.SetErr(fmt.Errorf("load the function library: %w", err))
+		}
 	}
-	return s.client.FunctionLoadReplace(ctx, library).Err()
+	return false
 }
 
 // keySlot is the Redis Cluster slot of every key whose hash tag is tag:
@@ -670,14 +703,18 @@ func isNoFunction(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "ERR Function not found")
 }
 
-// unsupported tells a server's answer that it has no such command (FCALL
-// and FUNCTION before Redis 7) or that the user may not run it.
-func unsupported(err error) bool {
+// refused tells a server's answer that it has no FCALL or FUNCTION command
+// (before Redis 7) or that the user may not run it (not a refusal of a key,
+// which EVALSHA would get too).
+func refused(err error) bool {
 	if err == nil {
 		return false
 	}
-	msg := err.Error()
-	return strings.HasPrefix(msg, "ERR unknown command") || strings.HasPrefix(msg, "NOPERM")
+	msg := strings.ToLower(err.Error())
+	if !strings.HasPrefix(msg, "err unknown command") && !strings.HasPrefix(msg, "noperm") {
+		return false
+	}
+	return strings.Contains(msg, "fcall") || strings.Contains(msg, "function")
 }
 
 // Key returns the Redis key that holds key's state under l (for the sliding

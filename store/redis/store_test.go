@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -320,6 +321,97 @@ func TestFunctionsRefused(t *testing.T) {
 	}
 	if n := commandCalls(t, c, "fcall"); n > 1 {
 		t.Errorf("%d FCALL, want at most the first", n)
+	}
+}
+
+// TestKeyRefused decides as a user whom the ACL lets run FCALL on some keys
+// only: an op on another key fails with NOPERM, as it would by EVALSHA, and
+// the store goes on calling the function for the others.
+func TestKeyRefused(t *testing.T) {
+	srv := redistest.StartServer(t)
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Do(ctx, "ACL", "SETUSER", "limiter", "on", ">pw", "~ok:{good}*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, Username: "limiter", Password: "pw", Prefix: "ok:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}}
+	for i, key := range []string{"good", "bad", "good"} {
+		ops := []floodgate.Op{{Key: key, Limits: l, Cost: 1}}
+		err := s.Decide(ctx, ops)
+		if key == "bad" {
+			if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+				t.Fatalf("op %d on %q: %v, want NOPERM", i, key, err)
+			}
+			continue
+		}
+		if err != nil || !ops[0].Result.Allowed {
+			t.Fatalf("op %d on %q: %+v, %v", i, key, ops[0].Result, err)
+		}
+	}
+	if n := commandCalls(t, c, "evalsha") + commandCalls(t, c, "eval"); n != 0 {
+		t.Errorf("%d EVALSHA or EVAL, want none", n)
+	}
+}
+
+// TestLoadOnTheCallsMaster flushes the functions of a cluster's masters and
+// stops one of them (SIGSTOP): an op on another master's key loads the
+// library there alone and is decided; the stopped master is not waited for.
+func TestLoadOnTheCallsMaster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0)
+	cc := cl.Client()
+	defer cc.Close()
+	ctx := context.Background()
+	if err := cc.ForEachMaster(ctx, func(ctx context.Context, m *goredis.Client) error {
+		return m.FunctionFlush(ctx).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := redisstore.New(redisstore.Options{Addrs: cl.Addrs(), Cluster: true, ReadTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 10, Window: time.Hour}
+	// Two keys on different masters.
+	addr := func(key string) string {
+		m, err := cc.MasterForKey(ctx, s.Key(key, l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Options().Addr
+	}
+	a, other := "a", ""
+	for i := 0; other == ""; i++ {
+		if k := "k" + strconv.Itoa(i); addr(k) != addr(a) {
+			other = k
+		}
+	}
+	var stopped *redistest.Server
+	for _, n := range cl.Nodes {
+		if n.Addr == addr(other) {
+			stopped = n
+		}
+	}
+	if err := stopped.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	ops := []floodgate.Op{{Key: a, Limits: []floodgate.Limit{l}, Cost: 1}}
+	err = s.Decide(ctx, ops)
+	if rerr := stopped.Resume(); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil || !ops[0].Result.Allowed || ops[0].Result.Remaining != 9 {
+		t.Fatalf("op on a running master while another is stopped: %+v, %v", ops[0].Result, err)
+	}
+	ops = []floodgate.Op{{Key: other, Limits: []floodgate.Limit{l}, Cost: 1}}
+	if err := s.Decide(ctx, ops); err != nil || ops[0].Result.Remaining != 9 {
+		t.Fatalf("op on the resumed master: %+v, %v", ops[0].Result, err)
 	}
 }
 
