@@ -20,12 +20,12 @@ local NEVER = -1
 
 -- Library functions, bound by run when it starts without them: a function
 -- library loads where only the redis table exists.
-local floor, max, min, byte, find, sub, pack, sunpack, tunpack, concat, call
+local floor, max, min, byte, find, sub, pack, sunpack, tunpack, concat, call, pcall_
 local function bind()
   floor, max, min = math.floor, math.max, math.min
   byte, find, sub = string.byte, string.find, string.sub
   pack, sunpack = struct.pack, struct.unpack
-  tunpack, concat, call = unpack, table.concat, redis.call
+  tunpack, concat, call, pcall_ = unpack, table.concat, redis.call, redis.pcall
 end
 
 local function fdiv(a, b)
@@ -595,6 +595,38 @@ local function short(x)
   return lim, (x - lim) / SHORT, timed == 1
 end
 
+-- Parsed limits and short forms by their argument, kept from call to call
+-- when the script runs as a function (a script starts afresh every call),
+-- up to MEMO of each: then they start afresh.
+local MEMO = 1024
+local limits, nlimits, forms, nforms = {}, 0, {}, 0
+
+-- limit returns the limit of a packed argument.
+local function limit(arg)
+  local l = limits[arg]
+  if l then return l end
+  local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', arg)
+  local alg = ALGS[code]
+  l = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
+  if nlimits >= MEMO then limits, nlimits = {}, 0 end
+  limits[arg], nlimits = l, nlimits + 1
+  return l
+end
+
+-- form returns the parts of a short form's argument: its limit's number,
+-- its cost and whether its instant follows.
+local function form(arg)
+  local f = forms[arg]
+  if f then return f end
+  f = {short(tonumber(arg))}
+  if nforms >= MEMO then forms, nforms = {}, 0 end
+  forms[arg], nforms = f, nforms + 1
+  return f
+end
+
+-- A record of the uniform path: an op's flag, then its limit's record.
+local FAST = '<B' .. RECORD
+
 -- NUM makes a table convert each number of ARGV once per call: most repeat.
 local NUM = {__index = function(t, v)
   local n = tonumber(v)
@@ -608,19 +640,16 @@ end}
 local function run(KEYS, ARGV)
   if not call then bind() end
   now, lease, clock, SLACK, cache = 0, '', nil, 0, {}
-  local num = setmetatable({}, NUM)
 
   -- The limits of the call.
   local lims = {}
   local a = 3
-  for i = 1, num[ARGV[2]] do
-    local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', ARGV[a])
-    local alg = ALGS[code]
-    lims[i] = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
+  for i = 1, tonumber(ARGV[2]) do
+    lims[i] = limit(ARGV[a])
     a = a + 1
   end
   local first = a
-  local nops = num[ARGV[1]]
+  local nops = tonumber(ARGV[1])
 
   -- A uniform call, whose ops are all in the short form under a string-state
   -- limit (one key each, in order), the common call, takes a shorter path than
@@ -644,22 +673,15 @@ local function run(KEYS, ARGV)
       end)
     end
     local written = {}
-    local forms = {}
     local out = {}
-    local FAST = '<B' .. RECORD
     local a = first
     for o = 1, n do
       local x = ARGV[a]
+      local f = forms[x] or form(x)
       a = a + 1
-      local form = forms[x]
-      if not form then
-        local lim, cost, timed = short(num[x])
-        form = {lims[lim], cost, timed}
-        forms[x] = form
-      end
-      local d, cost = form[1], form[2]
-      if form[3] then
-        now = num[ARGV[a]]
+      local d, cost = lims[f[1]], f[2]
+      if f[3] then
+        now = tonumber(ARGV[a])
         a = a + 1
         SLACK = 600000
       else
@@ -681,9 +703,9 @@ local function run(KEYS, ARGV)
       if allowed then
         -- An admitted op always leaves a state that outlives now.
         v = encode(d, T, N, P)
-        r = redis.pcall('SET', k, v, 'PX', int(cdiv(expiresAt(d, T, N, P) - now, 1000) + SLACK), 'GET')
+        r = pcall_('SET', k, v, 'PX', int(cdiv(expiresAt(d, T, N, P) - now, 1000) + SLACK), 'GET')
       elseif raw == false then
-        r = redis.pcall('GET', k)
+        r = pcall_('GET', k)
       end
       if type(r) == 'table' and r.err then
         out[o] = pack('<BI4', 2, #r.err) .. r.err
@@ -696,6 +718,8 @@ local function run(KEYS, ARGV)
     end
     return concat(out)
   end
+
+  local num = setmetatable({}, NUM)
 
   -- The string-state keys of the ops.
   local strs = {}
