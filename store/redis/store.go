@@ -704,14 +704,15 @@ func isNoFunction(err error) bool {
 }
 
 // refused tells a server's answer that it has no FCALL or FUNCTION command
-// (before Redis 7) or that the user may not run it (not a refusal of a key,
-// which EVALSHA would get too).
+// (before Redis 7, or a proxy that does not pass them on) or that the user
+// may not run it (not a refusal of a key, which EVALSHA would get too).
 func refused(err error) bool {
 	if err == nil {
 		return false
 	}
 	msg := strings.ToLower(err.Error())
-	if !strings.HasPrefix(msg, "err unknown command") && !strings.HasPrefix(msg, "noperm") {
+	if !strings.Contains(msg, "unknown command") && !strings.Contains(msg, "unsupported command") &&
+		!strings.HasPrefix(msg, "noperm") {
 		return false
 	}
 	return strings.Contains(msg, "fcall") || strings.Contains(msg, "function")
