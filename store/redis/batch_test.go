@@ -91,14 +91,7 @@ func commandCalls(t *testing.T, c *goredis.Client, cmd string) int {
 func TestOneCallPerGroup(t *testing.T) {
 	for _, eval := range []bool{false, true} {
 		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
-			srv := redistest.StartServer(t)
-			s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, NoFunctions: eval})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			c := srv.Client()
-			defer c.Close()
+			s, c := ownStore(t, eval)
 			ctx := context.Background()
 			cmd := "fcall"
 			if eval {

@@ -55,6 +55,20 @@ local cache = {}
 -- real clock; keep them a while longer so a slow test does not lose state.
 local SLACK = 0
 
+-- at makes t (µs; 0: the server's clock, read once per call) the instant
+-- of the op being decided.
+local function at(t)
+  if t ~= 0 then
+    now, SLACK = t, 600000
+    return
+  end
+  if not clock then
+    local r = call('TIME')
+    clock = tonumber(r[1]) * 1000000 + tonumber(r[2])
+  end
+  now, SLACK = clock, 0
+end
+
 -- each calls f with successive slices of at most 1000 elements of t, to stay
 -- within Lua's limit on unpacked arguments.
 local function chunks(t, f)
@@ -681,16 +695,10 @@ local function run(KEYS, ARGV)
       a = a + 1
       local d, cost = lims[f[1]], f[2]
       if f[3] then
-        now = tonumber(ARGV[a])
+        at(tonumber(ARGV[a]))
         a = a + 1
-        SLACK = 600000
       else
-        if not clock then
-          local t = call('TIME')
-          clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-        end
-        now = clock
-        SLACK = 0
+        at(0)
       end
       local k = KEYS[o]
       local raw = written[k]
@@ -812,16 +820,7 @@ local function run(KEYS, ARGV)
       a = li + nlim
       d = lims[num[ARGV[li]]]
     end
-    if now ~= 0 then
-      SLACK = 600000
-    else
-      if not clock then
-        local t = call('TIME')
-        clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-      end
-      now = clock
-      SLACK = 0
-    end
+    at(now)
     local ok, reply
     if nlim == 1 and not release and cost > 0 and d.f then
       ok, reply = pcall(fast, d, KEYS[ki], cost)

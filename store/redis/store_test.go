@@ -248,6 +248,22 @@ func TestServerClock(t *testing.T) {
 	}
 }
 
+// ownStore starts a server of the test's own and a store on it (calling the
+// script by EVALSHA when eval), and returns the store and a client of the
+// server; both are closed when the test ends.
+func ownStore(t *testing.T, eval bool) (*redisstore.Store, *goredis.Client) {
+	t.Helper()
+	srv := redistest.StartServer(t)
+	s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, NoFunctions: eval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := srv.Client()
+	t.Cleanup(func() { c.Close() })
+	return s, c
+}
+
 // TestNoScript flushes the server's scripts, or its functions, between
 // decisions: EVALSHA fails with NOSCRIPT and the store falls back to EVAL;
 // FCALL fails as the function is not found and the store loads it again.
@@ -255,14 +271,7 @@ func TestServerClock(t *testing.T) {
 func TestNoScript(t *testing.T) {
 	for _, eval := range []bool{true, false} {
 		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
-			srv := redistest.StartServer(t)
-			s, err := redisstore.New(redisstore.Options{Addrs: []string{srv.Addr}, NoFunctions: eval})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			c := srv.Client()
-			defer c.Close()
+			s, c := ownStore(t, eval)
 			ctx := context.Background()
 			l := floodgate.Limit{Algorithm: floodgate.TokenBucket, Quota: 10, Window: time.Second}
 			for i := 0; i < 4; i++ {
