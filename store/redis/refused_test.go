@@ -12,16 +12,20 @@ func TestRefused(t *testing.T) {
 		msg  string
 		want bool
 	}{
-		{"ERR unknown command `fcall`, with args beginning with: `floodgate_decide_x`, `1`, ", true}, // Redis 6.2
-		{"ERR unknown command 'FUNCTION', with args beginning with: 'LOAD' ", true},                  // Redis 6.0
-		{"NOPERM this user has no permissions to run the 'fcall' command", true},                     // Redis 7 ACL
-		{"NOPERM this user has no permissions to run the 'function|load' command", true},             // Redis 7 ACL
-		{"ERR unsupported command 'fcall'", true},                                                    // a proxy
-		{"NOPERM this user has no permissions to access one of the keys used as arguments", false},   // a key
-		{"ERR Function not found", false},                                                            // load it
-		{"NOSCRIPT No matching script. Please use EVAL.", false},                                     // EVALSHA's
-		{"OOM command not allowed when used memory > 'maxmemory'.", false},                           // the call's own
-		{"ERR unknown command 'hello'", false},                                                       // another command
+		{"ERR unknown command `fcall`, with args beginning with: `floodgate_decide_x`, `1`, ", true},  // Redis 6.2
+		{"ERR unknown command 'FUNCTION', with args beginning with: 'LOAD' ", true},                   // Redis 6.0
+		{"NOPERM this user has no permissions to run the 'fcall' command", true},                      // Redis 7 ACL
+		{"NOPERM this user has no permissions to run the 'function|load' command", true},              // Redis 7 ACL
+		{"ERR unsupported command 'fcall'", true},                                                     // a proxy
+		{"NOPERM this user has no permissions to access one of the keys used as arguments", false},    // a key
+		{"ERR Function not found", false},                                                             // load it
+		{"NOSCRIPT No matching script. Please use EVAL.", false},                                      // EVALSHA's
+		{"OOM command not allowed when used memory > 'maxmemory'.", false},                            // the call's own
+		{"ERR unknown command 'hello'", false},                                                        // another command
+		{"ERR Unknown command called from script script: 3 on @user_function:12.", false},             // raised in the function
+		{"ERR Unknown Redis command called from script script: ... @user_function: 66", false},        // raised in the function
+		{"ERR The user executing the script can't run this command or subcommand script: ...", false}, // raised in the function
+		{"NOPERM this user has no permissions to run the 'function|load' command in a script", false}, // raised in a script
 	} {
 		if got := refused(errors.New(c.msg)); got != c.want {
 			t.Errorf("refused(%q) = %v, want %v", c.msg, got, c.want)

@@ -705,17 +705,27 @@ func isNoFunction(err error) bool {
 
 // refused tells a server's answer that it has no FCALL or FUNCTION command
 // (before Redis 7, or a proxy that does not pass them on) or that the user
-// may not run it (not a refusal of a key, which EVALSHA would get too).
+// may not run it: the command the answer names in quotes. Not a refusal of a
+// key, which EVALSHA would get too, and never an error raised while the
+// function or a script ran, which may have written.
 func refused(err error) bool {
 	if err == nil {
 		return false
 	}
 	msg := strings.ToLower(err.Error())
-	if !strings.Contains(msg, "unknown command") && !strings.Contains(msg, "unsupported command") &&
+	if strings.Contains(msg, "script") || strings.Contains(msg, "@user_function") {
+		return false
+	}
+	if !strings.HasPrefix(msg, "err unknown command") && !strings.HasPrefix(msg, "err unsupported command") &&
 		!strings.HasPrefix(msg, "noperm") {
 		return false
 	}
-	return strings.Contains(msg, "fcall") || strings.Contains(msg, "function")
+	i := strings.IndexAny(msg, "'`")
+	if i < 0 {
+		return false
+	}
+	name, _, _ := strings.Cut(msg[i+1:], msg[i:i+1])
+	return name == "fcall" || name == "function" || strings.HasPrefix(name, "function|")
 }
 
 // Key returns the Redis key that holds key's state under l (for the sliding
