@@ -20,12 +20,16 @@ local NEVER = -1
 
 -- Library functions, bound by run when it starts without them: a function
 -- library loads where only the redis table exists.
-local floor, max, min, byte, find, sub, pack, sunpack, tunpack, concat, call, pcall_
+-- (Every global a call reads costs a lookup in Redis's protected global
+-- table: the ones read per op are bound here.)
+local floor, max, min, byte, find, sub, format, pack, sunpack, tunpack, concat, call, pcall_
+local tonum, lpcall, setmeta
 local function bind()
   floor, max, min = math.floor, math.max, math.min
-  byte, find, sub = string.byte, string.find, string.sub
+  byte, find, sub, format = string.byte, string.find, string.sub, string.format
   pack, sunpack = struct.pack, struct.unpack
   tunpack, concat, call, pcall_ = unpack, table.concat, redis.call, redis.pcall
+  tonum, lpcall, setmeta = tonumber, pcall, setmetatable
 end
 
 local function fdiv(a, b)
@@ -40,7 +44,7 @@ end
 
 local function cdiv(a, b) return fdiv(a + b - 1, b) end
 
-local function int(x) return string.format('%d', x) end
+local function int(x) return format('%d', x) end
 
 -- The op being decided: its instant and its lease. The functions below read
 -- these.
@@ -64,7 +68,7 @@ local function at(t)
   end
   if not clock then
     local r = call('TIME')
-    clock = tonumber(r[1]) * 1000000 + tonumber(r[2])
+    clock = tonum(r[1]) * 1000000 + tonum(r[2])
   end
   now, SLACK = clock, 0
 end
@@ -238,11 +242,11 @@ local function parse(raw)
     end
   end
   local i = find(raw, ':', 1, true)
-  if not i then return tonumber(raw) or 0, 0, 0 end
-  local t = tonumber(sub(raw, 1, i - 1)) or 0
+  if not i then return tonum(raw) or 0, 0, 0 end
+  local t = tonum(sub(raw, 1, i - 1)) or 0
   local j = find(raw, ':', i + 1, true)
-  if not j then return t, tonumber(sub(raw, i + 1)) or 0, 0 end
-  return t, tonumber(sub(raw, i + 1, j - 1)) or 0, tonumber(sub(raw, j + 1)) or 0
+  if not j then return t, tonum(sub(raw, i + 1)) or 0, 0 end
+  return t, tonum(sub(raw, i + 1, j - 1)) or 0, tonum(sub(raw, j + 1)) or 0
 end
 
 -- store writes the state of limit l in key k as of now: deleted when it is
@@ -286,9 +290,9 @@ local function general()
     local ms = cdiv(exp - now, 1000) + SLACK
     if exp <= now then ms = SLACK end
     if ms <= 0 then
-      redis.call('DEL', key)
+      call('DEL', key)
     else
-      redis.call('PEXPIRE', key, int(ms))
+      call('PEXPIRE', key, int(ms))
     end
   end
 
@@ -325,13 +329,13 @@ local function general()
 
   local function stringLimit(l)
     local T, N, P = load(l.k1)
-    return setmetatable({l = l, T = T, N = N, P = P, f = pure[l.alg]}, StringLimit)
+    return setmeta({l = l, T = T, N = N, P = P, f = pure[l.alg]}, StringLimit)
   end
 
   -- Sliding window log: k1 is a sorted set of events (score: instant, member:
   -- "instant:seq:cost"), k2 the sum of their costs.
   local function eventCost(m)
-    return tonumber(string.match(m, ':(%d+)$'))
+    return tonum(string.match(m, ':(%d+)$'))
   end
 
   local function logLimit(l)
@@ -339,34 +343,34 @@ local function general()
     local w, q = l.w, l.q
     local cutoff = int(now - w)
     local sum = 0
-    local n = redis.call('ZCARD', z)
+    local n = call('ZCARD', z)
     if n > 0 then
-      sum = tonumber(redis.call('GET', s) or '0')
-      local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+      sum = tonum(call('GET', s) or '0')
+      local old = call('ZRANGEBYSCORE', z, '-inf', cutoff)
       if #old > 0 then
         for _, m in ipairs(old) do sum = sum - eventCost(m) end
-        redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+        call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
         n = n - #old
         if n == 0 then
-          redis.call('DEL', s)
+          call('DEL', s)
           sum = 0
         else
-          redis.call('SET', s, int(sum), 'KEEPTTL')
+          call('SET', s, int(sum), 'KEEPTTL')
         end
       end
     else
-      redis.call('DEL', s)
+      call('DEL', s)
     end
     local last = nil
     local seq = 0
     if n > 0 then
-      last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
-      seq = redis.call('ZCOUNT', z, int(now), int(now))
+      last = tonum(call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+      seq = call('ZCOUNT', z, int(now), int(now))
     end
     local function result(added)
       local r = {allowed = added ~= nil, retry = 0, reset = 0}
       local total, lst = sum, last
-      if added then total = sum + added; lst = math.max(now, last or now) end
+      if added then total = sum + added; lst = max(now, last or now) end
       r.remaining = q - total
       if lst then r.reset = lst + w - now end
       return r
@@ -381,12 +385,12 @@ local function general()
       local need = sum + cost - q
       local i = 0
       while need > 0 do
-        local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
+        local page = call('ZRANGE', z, i, i + 127, 'WITHSCORES')
         if #page == 0 then break end
         for j = 1, #page, 2 do
           need = need - eventCost(page[j])
           if need <= 0 then
-            r.retry = tonumber(page[j + 1]) + w - now
+            r.retry = tonum(page[j + 1]) + w - now
             break
           end
         end
@@ -396,9 +400,9 @@ local function general()
     end
     function o:current() return result(nil) end
     function o:commit(cost)
-      redis.call('ZADD', z, int(now), int(now) .. ':' .. int(seq) .. ':' .. int(cost))
-      redis.call('SET', s, int(sum + cost))
-      local exp = math.max(now, last or now) + w
+      call('ZADD', z, int(now), int(now) .. ':' .. int(seq) .. ':' .. int(cost))
+      call('SET', s, int(sum + cost))
+      local exp = max(now, last or now) + w
       ttl(z, exp)
       ttl(s, exp)
     end
@@ -412,42 +416,42 @@ local function general()
     local z, h = l.k1, l.k2
     local w, q = l.w, l.q
     local held = 0
-    local n = redis.call('ZCARD', z)
+    local n = call('ZCARD', z)
     if n > 0 then
-      held = tonumber(redis.call('HGET', h, '#held') or '0')
-      local old = redis.call('ZRANGEBYSCORE', z, '-inf', int(now))
+      held = tonum(call('HGET', h, '#held') or '0')
+      local old = call('ZRANGEBYSCORE', z, '-inf', int(now))
       if #old > 0 then
         chunks(old, function(...)
-          for _, u in ipairs(redis.call('HMGET', h, ...)) do held = held - tonumber(u or '0') end
+          for _, u in ipairs(call('HMGET', h, ...)) do held = held - tonum(u or '0') end
         end)
-        redis.call('ZREMRANGEBYSCORE', z, '-inf', int(now))
-        chunks(old, function(...) redis.call('HDEL', h, ...) end)
+        call('ZREMRANGEBYSCORE', z, '-inf', int(now))
+        chunks(old, function(...) call('HDEL', h, ...) end)
         n = n - #old
         if n == 0 then
-          redis.call('DEL', h)
+          call('DEL', h)
           held = 0
         else
-          redis.call('HSET', h, '#held', int(held))
+          call('HSET', h, '#held', int(held))
         end
       end
     else
-      redis.call('DEL', h)
+      call('DEL', h)
     end
     local last = nil
     if n > 0 then
-      last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+      last = tonum(call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
     end
     local seq = 0
-    if n > 0 then seq = tonumber(redis.call('HGET', h, '#seq') or '0') end
+    if n > 0 then seq = tonum(call('HGET', h, '#seq') or '0') end
     local member, units = nil, nil
     if lease ~= '' then
       member = '=' .. lease
-      local u = redis.call('HGET', h, member)
-      if u then units = tonumber(u) end
+      local u = call('HGET', h, member)
+      if u then units = tonum(u) end
     end
     local function result(allowed, total, lst)
       local r = {allowed = allowed, retry = 0, reset = 0}
-      r.remaining = math.max(0, q - total)
+      r.remaining = max(0, q - total)
       if lst and lst > now then r.reset = lst - now end
       return r
     end
@@ -455,27 +459,27 @@ local function general()
     function o:decide(cost)
       if units then
         -- Renewal keeps the lease's units and moves its expiry.
-        return result(true, held, math.max(last or 0, now + w))
+        return result(true, held, max(last or 0, now + w))
       end
       if cost > q then
         local r = result(false, held, last) r.retry = NEVER return r
       end
       if held + cost <= q then
-        return result(true, held + cost, math.max(last or 0, now + w))
+        return result(true, held + cost, max(last or 0, now + w))
       end
       local r = result(false, held, last)
       local need = held + cost - q
       local i = 0
       while need > 0 do
-        local page = redis.call('ZRANGE', z, i, i + 127, 'WITHSCORES')
+        local page = call('ZRANGE', z, i, i + 127, 'WITHSCORES')
         if #page == 0 then break end
         local members = {}
         for j = 1, #page, 2 do members[#members + 1] = page[j] end
-        local us = redis.call('HMGET', h, tunpack(members))
+        local us = call('HMGET', h, tunpack(members))
         for j = 1, #page, 2 do
-          need = need - tonumber(us[(j + 1) / 2] or '0')
+          need = need - tonum(us[(j + 1) / 2] or '0')
           if need <= 0 then
-            r.retry = tonumber(page[j + 1]) - now
+            r.retry = tonum(page[j + 1]) - now
             break
           end
         end
@@ -486,32 +490,32 @@ local function general()
     function o:current() return result(true, held, last) end
     function o:commit(cost)
       if units then
-        redis.call('ZADD', z, int(now + w), member)
+        call('ZADD', z, int(now + w), member)
       else
         local m = member
         if not m then
           m = '#' .. int(seq + 1)
-          redis.call('HSET', h, '#seq', int(seq + 1))
+          call('HSET', h, '#seq', int(seq + 1))
         end
-        redis.call('ZADD', z, int(now + w), m)
-        redis.call('HSET', h, m, int(cost), '#held', int(held + cost))
+        call('ZADD', z, int(now + w), m)
+        call('HSET', h, m, int(cost), '#held', int(held + cost))
       end
-      local exp = math.max(last or 0, now + w)
+      local exp = max(last or 0, now + w)
       ttl(z, exp)
       ttl(h, exp)
     end
     -- release removes the lease and reports whether it was held.
     function o:release()
       if not units then return false end
-      redis.call('ZREM', z, member)
+      call('ZREM', z, member)
       held = held - units
-      if redis.call('ZCARD', z) == 0 then
-        redis.call('DEL', z, h)
+      if call('ZCARD', z) == 0 then
+        call('DEL', z, h)
         held, last = 0, nil
       else
-        redis.call('HDEL', h, member)
-        redis.call('HSET', h, '#held', int(held))
-        last = tonumber(redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+        call('HDEL', h, member)
+        call('HSET', h, '#held', int(held))
+        last = tonum(call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
       end
       units = nil
       return true
@@ -632,7 +636,7 @@ end
 local function form(arg)
   local f = forms[arg]
   if f then return f end
-  f = {short(tonumber(arg))}
+  f = {short(tonum(arg))}
   if nforms >= MEMO then forms, nforms = {}, 0 end
   forms[arg], nforms = f, nforms + 1
   return f
@@ -643,7 +647,7 @@ local FAST = '<B' .. RECORD
 
 -- NUM makes a table convert each number of ARGV once per call: most repeat.
 local NUM = {__index = function(t, v)
-  local n = tonumber(v)
+  local n = tonum(v)
   t[v] = n
   return n
 end}
@@ -658,12 +662,12 @@ local function run(KEYS, ARGV)
   -- The limits of the call.
   local lims = {}
   local a = 3
-  for i = 1, tonumber(ARGV[2]) do
+  for i = 1, tonum(ARGV[2]) do
     lims[i] = limit(ARGV[a])
     a = a + 1
   end
   local first = a
-  local nops = tonumber(ARGV[1])
+  local nops = tonum(ARGV[1])
 
   -- A uniform call, whose ops are all in the short form under a string-state
   -- limit (one key each, in order), the common call, takes a shorter path than
@@ -695,9 +699,10 @@ local function run(KEYS, ARGV)
       a = a + 1
       local d, cost = lims[f[1]], f[2]
       if f[3] then
-        at(tonumber(ARGV[a]))
+        at(tonum(ARGV[a]))
         a = a + 1
-      else
+      elseif now ~= clock or SLACK ~= 0 then
+        -- (Not already on the server's clock.)
         at(0)
       end
       local k = KEYS[o]
@@ -715,7 +720,8 @@ local function run(KEYS, ARGV)
       elseif raw == false then
         r = pcall_('GET', k)
       end
-      if type(r) == 'table' and r.err then
+      -- r: the old value (a string), false, or an error table.
+      if r and r.err then
         out[o] = pack('<BI4', 2, #r.err) .. r.err
       elseif allowed then
         written[k] = v
@@ -727,7 +733,7 @@ local function run(KEYS, ARGV)
     return concat(out)
   end
 
-  local num = setmetatable({}, NUM)
+  local num = setmeta({}, NUM)
 
   -- The string-state keys of the ops.
   local strs = {}
@@ -823,7 +829,7 @@ local function run(KEYS, ARGV)
     at(now)
     local ok, reply
     if nlim == 1 and not release and cost > 0 and d.f then
-      ok, reply = pcall(fast, d, KEYS[ki], cost)
+      ok, reply = lpcall(fast, d, KEYS[ki], cost)
       ki = ki + 1
     else
       local specs = {}
@@ -837,7 +843,7 @@ local function run(KEYS, ARGV)
         end
         specs[i] = l
       end
-      ok, reply = pcall(general(), specs, cost, release)
+      ok, reply = lpcall(general(), specs, cost, release)
     end
     if not ok then
       if type(reply) == 'table' and reply.err then reply = reply.err end

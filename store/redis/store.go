@@ -26,15 +26,15 @@ import (
 var decideLua string
 
 // decideScript is the script EVAL runs: the definitions, then run's body
-// as a block of the script, which reads KEYS and ARGV as globals (a script
-// runs all of itself on every call: a call of run would add the making of
-// its closure).
+// as a block of the script, with the globals KEYS and ARGV as its locals (a
+// script runs all of itself on every call: a call of run would add the
+// making of its closure).
 var decideScript = func() string {
 	const head = "\nlocal function run(KEYS, ARGV)\n"
 	if strings.Count(decideLua, head) != 1 {
 		panic("redis: decide.lua: no run function")
 	}
-	return strings.Replace(decideLua, head, "\ndo\n", 1)
+	return strings.Replace(decideLua, head, "\ndo local KEYS, ARGV = KEYS, ARGV\n", 1)
 }()
 
 // scriptSHA is the SHA-1 digest EVALSHA names the script by.
