@@ -810,7 +810,13 @@ func decode(op *floodgate.Op, reply string) (string, error) {
 		if len(reply) < 5+n {
 			return "", errors.New("script reply too short")
 		}
-		op.Err = fmt.Errorf("script: %s", reply[5:5+n])
+		msg := reply[5 : 5+n]
+		if strings.HasPrefix(msg, "ERR syntax error") {
+			// The script's only command whose syntax depends on the
+			// server's version is SET ... GET (Redis 6.2).
+			msg += " (floodgate needs Redis 6.2 or later)"
+		}
+		op.Err = fmt.Errorf("script: %s", msg)
 		return reply[5+n:], nil
 	}
 	size := 1 + limitRecord*len(op.Limits)

@@ -2,7 +2,11 @@ package redis
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate"
 )
 
 // TestRefused sorts servers' answers: those that say FCALL or FUNCTION
@@ -33,5 +37,20 @@ func TestRefused(t *testing.T) {
 	}
 	if refused(nil) {
 		t.Error("refused(nil) = true")
+	}
+}
+
+// TestOldServerHint: an op that failed with a syntax error, as SET ... GET
+// does before Redis 6.2, says which version the store needs.
+func TestOldServerHint(t *testing.T) {
+	msg := "ERR syntax error"
+	reply := string([]byte{recordFailed, byte(len(msg)), 0, 0, 0}) + msg
+	op := floodgate.Op{Key: "k", Limits: []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 1, Window: time.Second}}, Cost: 1}
+	rest, err := decode(&op, reply)
+	if err != nil || rest != "" {
+		t.Fatalf("decode: rest %q, %v", rest, err)
+	}
+	if op.Err == nil || !strings.Contains(op.Err.Error(), "Redis 6.2 or later") {
+		t.Fatalf("op error %v, want the Redis version named", op.Err)
 	}
 }
