@@ -14,20 +14,14 @@ cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"
 SECS="${2:-3}"
 EXTRA="${3:-}"
-WORK="$(mktemp -d)"
-RPID=""
-cleanup() {
-	[ -n "$RPID" ] && kill "$RPID" 2>/dev/null || true
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
 
 go build -o "$WORK/floodgate" ./cmd/floodgate
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(freeport)
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
 RPID=$!
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+PIDS+=("$RPID")
+waitredis "$PORT"
 R="redis://127.0.0.1:$PORT"
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 

@@ -16,24 +16,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-5}s"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
 
 go build -o "$WORK/floodgate" ./cmd/floodgate
 FG="$WORK/floodgate"
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 RP=$(freeport)
 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 RPID=$!
 PIDS+=("$RPID")
-for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
+waitredis "$RP"
 REDIS="redis://127.0.0.1:$RP"
 
 cat >"$WORK/bench.yaml" <<'EOF'

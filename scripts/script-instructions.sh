@@ -17,22 +17,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20000}"
-WORK="$(mktemp -d)"
-VPID=""
-cleanup() {
-	[ -n "$VPID" ] && kill "$VPID" 2>/dev/null || true
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
 
 go test -c -o "$WORK/redis.test" ./store/redis
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(freeport)
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --collect-atstart=no \
 	--toggle-collect=evalGenericCommand --toggle-collect=fcallCommand \
 	redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/valgrind.log" 2>&1 &
 VPID=$!
-for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+PIDS+=("$VPID")
+waitredis "$PORT"
 
 echo "# $(date -u +%FT%TZ) $(redis-server --version | cut -d' ' -f3), $N decisions per row"
 printf '%-10s %14s\n' "batch" "instr/decision"
