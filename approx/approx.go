@@ -348,15 +348,20 @@ func (e *entry) roll(l floodgate.Limit, now int64) {
 }
 
 // expired reports whether e holds nothing that matters at now: no cost to
-// push, and windows that no decision at now or later uses.
+// push, and windows that no decision at now or later uses. An entry never
+// rolled into a window (made for an op that then found the table full) holds
+// nothing.
 func (e *entry) expired(l floodgate.Limit, now int64) bool {
 	if e.cur.pending != 0 || e.cur.sending != 0 || e.prev.pending != 0 || e.prev.sending != 0 {
 		return false
+	}
+	if e.cur.start == noWindow {
+		return true
 	}
 	w := int64(l.Window / time.Microsecond)
 	end := e.cur.start + w
 	if l.Algorithm == floodgate.SlidingWindow {
 		end += w
 	}
-	return e.cur.start != noWindow && now >= end
+	return now >= end
 }
