@@ -642,8 +642,21 @@ local function form(arg)
   return f
 end
 
--- A record of the uniform path: an op's flag, then its limit's record.
+-- The record of an op under one limit: its flag, then the limit's record.
 local FAST = '<B' .. RECORD
+
+-- fast decides, on the general path, an acquisition of cost > 0 under one
+-- string-state limit d whose key is k, as decideOp would with less work.
+local function fast(d, k, cost)
+  local T, N, P = load(k)
+  local allowed, remaining, reset, retry
+  T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
+  if allowed then
+    store(d, k, T, N, P)
+    return pack(FAST, 1, 1, remaining, reset, retry)
+  end
+  return pack(FAST, 0, 0, remaining, reset, retry)
+end
 
 -- NUM makes a table convert each number of ARGV once per call: most repeat.
 local NUM = {__index = function(t, v)
@@ -652,9 +665,10 @@ local NUM = {__index = function(t, v)
   return n
 end}
 
--- run decides a call (KEYS and ARGV as above) and returns its reply. Run as
--- a script, the script's last line calls it; loaded as a Redis function
--- library, it is the function, and what comes before it is defined once.
+-- run decides a call (KEYS and ARGV as above) and returns its reply. Loaded
+-- as a Redis function library, it is the function, and what comes before it
+-- is defined once; run as a script, its body is a block of the script (the
+-- store turns its first line into "do").
 local function run(KEYS, ARGV)
   if not call then bind() end
   now, lease, clock, SLACK, cache = 0, '', nil, 0, {}
@@ -678,18 +692,8 @@ local function run(KEYS, ARGV)
   -- alone, as below.
   if nops < 0 then
     local n = -nops
-    local vals
-    if n <= 1000 then
-      vals = call('MGET', tunpack(KEYS))
-    else
-      vals = {}
-      local m = 0
-      chunks(KEYS, function(...)
-        local vs = call('MGET', ...)
-        for i = 1, #vs do vals[m + i] = vs[i] end
-        m = m + #vs
-      end)
-    end
+    -- (A call holds at most 128 ops: within what unpack can pass.)
+    local vals = call('MGET', tunpack(KEYS))
     local written = {}
     local out = {}
     local a = first
@@ -735,8 +739,14 @@ local function run(KEYS, ARGV)
 
   local num = setmeta({}, NUM)
 
-  -- The string-state keys of the ops.
-  local strs = {}
+  -- The string-state keys of the ops, each once.
+  local strs, seen = {}, {}
+  local function want(k)
+    if not seen[k] then
+      seen[k] = true
+      strs[#strs + 1] = k
+    end
+  end
   local ki = 1
   for _ = 1, nops do
     local x = num[ARGV[a]]
@@ -745,7 +755,7 @@ local function run(KEYS, ARGV)
       a = a + 1
       if timed then a = a + 1 end
       if lims[lim].f then
-        strs[#strs + 1] = KEYS[ki]
+        want(KEYS[ki])
         ki = ki + 1
       else
         ki = ki + 2
@@ -755,7 +765,7 @@ local function run(KEYS, ARGV)
       a = a + 5
       for _ = 1, nlim do
         if lims[num[ARGV[a]]].f then
-          strs[#strs + 1] = KEYS[ki]
+          want(KEYS[ki])
           ki = ki + 1
         else
           ki = ki + 2
@@ -786,20 +796,6 @@ local function run(KEYS, ARGV)
         for _, k in ipairs(missing) do cache[k] = nil end
       end
     end
-  end
-
-  -- fast decides an acquisition of cost > 0 under one string-state limit d
-  -- whose key is k, as decideOp would with less work.
-  local FAST = '<B' .. RECORD
-  local function fast(d, k, cost)
-    local T, N, P = load(k)
-    local allowed, remaining, reset, retry
-    T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
-    if allowed then
-      store(d, k, T, N, P)
-      return pack(FAST, 1, 1, remaining, reset, retry)
-    end
-    return pack(FAST, 0, 0, remaining, reset, retry)
   end
 
   -- The ops, in order. A failed Redis command (a key of the wrong type, out of

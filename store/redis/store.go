@@ -570,7 +570,7 @@ func (s *Store) send(ctx context.Context, calls []call) {
 					// Calls whose server could not load it keep that error.
 					kept := again[:0]
 					for _, i := range again {
-						if calls[i].cmd.Err() == nil || isNoFunction(calls[i].cmd.Err()) {
+						if isNoFunction(calls[i].cmd.Err()) {
 							kept = append(kept, i)
 						}
 					}
