@@ -38,7 +38,6 @@ import (
 	"time"
 
 	"github.com/floodgate/floodgate"
-	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/rules"
 )
@@ -344,20 +343,19 @@ func decodeCheck(w http.ResponseWriter, r *http.Request) (op floodgate.Op, c rul
 		return bad("lease", "%d bytes: want at most %d", len(req.Lease), floodgate.MaxKeyLen)
 	}
 	op.Lease, op.Release = req.Lease, req.Release
-	switch req.Consistency {
-	case "", rules.Strict.String():
-	case rules.Approximate.String():
-		c = rules.Approximate
-		for _, l := range op.Limits {
-			if !approx.Supports(l.Algorithm) {
-				return bad("consistency", "approximate counts fixed_window and sliding_window only, not %v", l.Algorithm)
-			}
+	if req.Consistency != "" {
+		var err error
+		if c, err = rules.ParseConsistency(req.Consistency); err != nil {
+			return bad("consistency", "%v", err)
+		}
+	}
+	if c == rules.Approximate {
+		if err := rules.CheckApproximate(op.Limits); err != nil {
+			return bad("consistency", "%v", err)
 		}
 		if op.Release {
 			return bad("consistency", "approximate has no leases to release")
 		}
-	default:
-		return bad("consistency", "%q: want strict or approximate", req.Consistency)
 	}
 	return op, c, multi, nil, 0
 }

@@ -398,14 +398,23 @@ func (d *decoder) consistency(n *yaml.Node, field string) (Consistency, bool) {
 	if !ok {
 		return 0, false
 	}
+	c, err := ParseConsistency(s)
+	if err != nil {
+		d.errf(n, field, "%v", err)
+		return 0, false
+	}
+	return c, true
+}
+
+// ParseConsistency returns the consistency named s: strict or approximate.
+func ParseConsistency(s string) (Consistency, error) {
 	switch s {
 	case "strict":
-		return Strict, true
+		return Strict, nil
 	case "approximate":
-		return Approximate, true
+		return Approximate, nil
 	}
-	d.errf(n, field, "unknown consistency %q (want strict or approximate)", s)
-	return 0, false
+	return 0, fmt.Errorf("unknown consistency %q (want strict or approximate)", s)
 }
 
 func (d *decoder) failurePolicy(n *yaml.Node, field string) (FailurePolicy, bool) {
@@ -637,16 +646,23 @@ func (c *compiler) rule(n *yaml.Node, field string, rateLimit, rateLimits, tierO
 	return r
 }
 
-// checkApproximate reports the limits that approximate counting cannot
-// keep: it syncs sums per aligned window, which only the fixed window and
-// the sliding window counter are.
+// checkApproximate reports the limits that approximate counting cannot keep.
 func (c *compiler) checkApproximate(n *yaml.Node, field string, limits []floodgate.Limit) {
+	if err := CheckApproximate(limits); err != nil {
+		c.errf(n, field, "%v", err)
+	}
+}
+
+// CheckApproximate returns an error naming the first of limits that
+// approximate counting cannot keep: it syncs sums per aligned window, which
+// only the fixed window and the sliding window counter are.
+func CheckApproximate(limits []floodgate.Limit) error {
 	for _, l := range limits {
 		if !approx.Supports(l.Algorithm) {
-			c.errf(n, field, "consistency approximate counts fixed_window and sliding_window only, not %v", l.Algorithm)
-			return
+			return fmt.Errorf("consistency approximate counts fixed_window and sliding_window only, not %v", l.Algorithm)
 		}
 	}
+	return nil
 }
 
 // limitBlocks compiles a rate_limit block (which may carry the Envoy
