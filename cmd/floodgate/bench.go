@@ -26,23 +26,21 @@ func init() {
 
 // benchConfig is what the bench command's flags set.
 type benchConfig struct {
-	target      string
-	addr        string
-	store       string
-	batch       bool
-	batchWindow time.Duration
-	batchMax    int
-	batchFlight int
-	cache       bool
-	limit       string
-	domain      string
-	descriptor  string
-	redisStats  string
-	dist        string
-	json        bool
-	progress    string
-	cpuProfile  string
-	run         bench.Config
+	target     string
+	addr       string
+	store      string
+	batch      bool
+	batching   throughputConfig // how batches form: only its batch flags are set
+	cache      bool
+	limit      string
+	domain     string
+	descriptor string
+	redisStats string
+	dist       string
+	json       bool
+	progress   string
+	cpuProfile string
+	run        bench.Config
 }
 
 func parseBench(args []string, stderr io.Writer, lookup func(string) (string, bool)) (benchConfig, error) {
@@ -53,9 +51,7 @@ func parseBench(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.addr, "addr", "", "server `address`: http://host:port for http, host:port for grpc")
 	fs.StringVar(&cfg.store, "store", "memory", "store `url` for the library and redis_rate targets: memory or redis://...")
 	fs.BoolVar(&cfg.batch, "batch", false, "library target: coalesce concurrent decisions into batched store calls")
-	fs.DurationVar(&cfg.batchWindow, "batch-window", 0, "with --batch: how long a batch waits for company (0: never wait)")
-	fs.IntVar(&cfg.batchMax, "batch-max", batch.DefaultMaxBatch, "with --batch: the most ops per store call")
-	fs.IntVar(&cfg.batchFlight, "batch-inflight", batch.DefaultMaxInFlight, "with --batch: the most store calls in flight at once")
+	batchFlags(&cfg.batching, fs)
 	fs.BoolVar(&cfg.cache, "cache", false, "library target: answer keys known to be over their limit without a store call")
 	fs.StringVar(&cfg.limit, "limit", "token_bucket/1000/1s", "`algorithm/quota/window[/burst]` of the http, library and redis_rate targets (redis_rate ignores the algorithm: it is GCRA)")
 	fs.StringVar(&cfg.domain, "domain", "bench", "grpc: the rate-limit domain")
@@ -246,7 +242,7 @@ func openTarget(ctx context.Context, cfg *benchConfig) (bench.Target, string, er
 	var s floodgate.Store = counting
 	desc := fmt.Sprintf("library on %s", cfg.store)
 	if cfg.batch {
-		s = batch.New(s, batch.Options{Window: cfg.batchWindow, MaxBatch: cfg.batchMax, MaxInFlight: cfg.batchFlight})
+		s = batch.New(s, batchOptions(cfg.batching))
 		desc += ", batched"
 	}
 	if cfg.cache {

@@ -27,18 +27,27 @@ type throughputConfig struct {
 	overlimitSize int
 }
 
-// throughputFlags are the store stack's flags of batching and the over-limit cache.
-func throughputFlags(cfg *throughputConfig, fs interface {
+// flagSet is what the flag functions below need of a flag set.
+type flagSet interface {
 	BoolVar(p *bool, name string, value bool, usage string)
 	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
 	IntVar(p *int, name string, value int, usage string)
-}) {
+}
+
+// throughputFlags are the store stack's flags of batching and the over-limit cache.
+func throughputFlags(cfg *throughputConfig, fs flagSet) {
 	fs.BoolVar(&cfg.batch, "batch", true, "shared stores: coalesce concurrent decisions into batched store calls (one round trip for many decisions)")
+	batchFlags(cfg, fs)
+	fs.BoolVar(&cfg.overlimit, "overlimit-cache", true, "shared stores: answer keys known to be over their limit locally until their denial may end, without a store call")
+	fs.IntVar(&cfg.overlimitSize, "overlimit-size", overlimit.DefaultCapacity, "with --overlimit-cache: the most keys the cache holds (a fixed table; at least 256)")
+}
+
+// batchFlags are the flags of how batches form: --batch-window, --batch-max
+// and --batch-inflight (floodgate bench has them too).
+func batchFlags(cfg *throughputConfig, fs flagSet) {
 	fs.DurationVar(&cfg.batchWindow, "batch-window", 0, "with --batch: how long a batch waits for more decisions before it is sent (0: send what is already waiting, so a lone decision never waits)")
 	fs.IntVar(&cfg.batchMax, "batch-max", batch.DefaultMaxBatch, "with --batch: the most decisions one store call carries")
 	fs.IntVar(&cfg.batchFlight, "batch-inflight", batch.DefaultMaxInFlight, "with --batch: the most store calls in flight at once (per Redis Cluster master)")
-	fs.BoolVar(&cfg.overlimit, "overlimit-cache", true, "shared stores: answer keys known to be over their limit locally until their denial may end, without a store call")
-	fs.IntVar(&cfg.overlimitSize, "overlimit-size", overlimit.DefaultCapacity, "with --overlimit-cache: the most keys the cache holds (a fixed table; at least 256)")
 }
 
 // check validates the flags' values.
