@@ -7,7 +7,10 @@
 # BenchmarkDecideBatch (GCRA, 10,000 keys, batches of n ops from one
 # goroutine) runs against it for each n, calling the script as a function
 # (fcall) and by EVALSHA (eval); the counters are zeroed before and read after
-# each run; the last row is the go-redis/redis_rate yardstick
+# each run; the warm rows (BenchmarkDecideBatchWarm) are batches under a
+# fixed window and a sliding window counter on 1,000 keys that outlive the
+# run, so that nearly every decision overwrites its key within its window;
+# the last row is the go-redis/redis_rate yardstick
 # (BenchmarkRedisRate, GCRA, one EVALSHA per decision) on the same server.
 # The server is stopped by its pid.
 #
@@ -29,7 +32,7 @@ PIDS+=("$VPID")
 waitredis "$PORT"
 
 echo "# $(date -u +%FT%TZ) $(redis-server --version | cut -d' ' -f3), $N decisions per row"
-printf '%-10s %14s\n' "batch" "instr/decision"
+printf '%-24s %14s\n' "batch" "instr/decision"
 # count NAME BENCH: runs the benchmark BENCH for N decisions and prints the
 # instructions per decision the server spent in scripts.
 count() {
@@ -42,11 +45,16 @@ count() {
 	sleep 0.5
 	f=$(ls -t "$WORK"/cg.out.* | head -1)
 	total=$(grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}')
-	printf '%-10s %14d\n' "$1" $((total / (N + 1)))
+	printf '%-24s %14d\n' "$1" $((total / (N + 1)))
 }
 for via in fcall eval; do
 	for n in 1 8 32 128; do
 		count "$via/$n" "DecideBatch/$via/n$n\$"
+	done
+done
+for alg in fixed_window sliding_window; do
+	for n in 1 32; do
+		count "warm/$alg/$n" "DecideBatchWarm/$alg/n$n\$"
 	done
 done
 count redis_rate 'RedisRate/gcra/p1$'

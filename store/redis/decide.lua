@@ -249,6 +249,14 @@ local function parse(raw)
   return t, tonum(sub(raw, i + 1, j - 1)) or 0, tonum(sub(raw, j + 1)) or 0
 end
 
+-- Every write of a string state leaves its key living at least until the
+-- state expires (expiresAt): a time to live rounded up to the millisecond,
+-- or the key's own one kept (SET ... KEEPTTL) where the state it replaces
+-- expires at the same instant, which is what every op but the first of a
+-- fixed window or sliding window counter writes (limit keep): that saves
+-- Redis setting the expiry again. Only on the server's clock: an explicit
+-- instant (SLACK) need not follow it.
+
 -- store writes the state of limit l in key k as of now: deleted when it is
 -- equivalent to no state, else with a time to live to that instant.
 local function store(l, k, T, N, P)
@@ -257,9 +265,14 @@ local function store(l, k, T, N, P)
     call('DEL', k)
     cache[k] = false
   else
-    -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
     local v = encode(l, T, N, P)
-    call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+    local old = cache[k]
+    if old and l.keep and SLACK == 0 and expiresAt(l, parse(old)) == exp then
+      call('SET', k, v, 'KEEPTTL')
+    else
+      -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
+      call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+    end
     cache[k] = v
   end
 end
@@ -267,7 +280,10 @@ end
 -- load reads the state of key k, from the call's cache when it is there.
 local function load(k)
   local raw = cache[k]
-  if raw == nil then raw = call('GET', k) end
+  if raw == nil then
+    raw = call('GET', k)
+    cache[k] = raw
+  end
   if raw then return parse(raw) end
   return 0, 0, 0
 end
@@ -625,7 +641,9 @@ local function limit(arg)
   if l then return l end
   local code, q, w, p1, p2, p3 = sunpack('<Bi8i8i8i8i8', arg)
   local alg = ALGS[code]
-  l = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg]}
+  -- keep: a state's expiry is the end of its window(s), the same for every op
+  -- in them (see store).
+  l = {alg = alg, q = q, w = w, p1 = p1, p2 = p2, p3 = p3, f = pure[alg], keep = alg == 'fw' or alg == 'sw'}
   if nlimits >= MEMO then limits, nlimits = {}, 0 end
   limits[arg], nlimits = l, nlimits + 1
   return l
@@ -713,14 +731,25 @@ local function run(KEYS, ARGV)
       local raw = written[k]
       if raw == nil then raw = vals[o] end
       local T, N, P = 0, 0, 0
-      if raw then T, N, P = parse(raw) end
+      -- kept: when the key's time to live may be kept (see store), the
+      -- instant its state expires.
+      local kept = false
+      if raw then
+        T, N, P = parse(raw)
+        if d.keep and SLACK == 0 then kept = expiresAt(d, T, N, P) end
+      end
       local allowed, remaining, reset, retry
       T, N, P, allowed, remaining, reset, retry = d.f(d, T, N, P, cost)
       local r, v
       if allowed then
         -- An admitted op always leaves a state that outlives now.
         v = encode(d, T, N, P)
-        r = pcall_('SET', k, v, 'PX', int(cdiv(expiresAt(d, T, N, P) - now, 1000) + SLACK), 'GET')
+        local exp = expiresAt(d, T, N, P)
+        if exp == kept then
+          r = pcall_('SET', k, v, 'KEEPTTL', 'GET')
+        else
+          r = pcall_('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK), 'GET')
+        end
       elseif raw == false then
         r = pcall_('GET', k)
       end
@@ -831,7 +860,7 @@ local function run(KEYS, ARGV)
       local specs = {}
       for i = 1, nlim do
         if li then d = lims[num[ARGV[li + i - 1]]] end
-        local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki]}
+        local l = {alg = d.alg, q = d.q, w = d.w, p1 = d.p1, p2 = d.p2, p3 = d.p3, k1 = KEYS[ki], keep = d.keep}
         ki = ki + 1
         if not d.f then
           l.k2 = KEYS[ki]

@@ -664,3 +664,87 @@ func TestParseURLSpecialPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowExpiry decides on the server's clock, through several windows of
+// 200 ms, under a fixed window and a sliding window counter: ops of one
+// limit each (the uniform call), an op of one limit beside one of both (the
+// general call, where the first takes its short path). After each round that
+// stayed within one window, every key lives until its state expires (the end
+// of the window; of the next one for the sliding counter) and at most 10 ms
+// longer. A write that kept a key's time to live from an earlier window would
+// leave it expiring too early; one that set it anew each time would pass too,
+// only slower (BenchmarkDecideBatchWarm).
+func TestWindowExpiry(t *testing.T) {
+	const w = 200 * time.Millisecond
+	fw := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1_000_000, Window: w}
+	sw := floodgate.Limit{Algorithm: floodgate.SlidingWindow, Quota: 1_000_000, Window: w}
+	calls := [][]floodgate.Op{
+		{{Key: "alone", Limits: []floodgate.Limit{fw}}, {Key: "alone", Limits: []floodgate.Limit{sw}}},
+		{{Key: "short", Limits: []floodgate.Limit{fw}}, {Key: "both", Limits: []floodgate.Limit{fw, sw}}},
+	}
+	keys := map[string]floodgate.Limit{}
+	for _, call := range calls {
+		for _, op := range call {
+			for _, l := range op.Limits {
+				keys[op.Key+"/"+l.Algorithm.String()] = l
+			}
+		}
+	}
+	for _, eval := range []bool{false, true} {
+		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
+			s, c := ownStore(t, eval)
+			ctx := context.Background()
+			micros := func() int64 {
+				tm, err := c.Time(ctx).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tm.UnixMicro()
+			}
+			checked := 0
+			deadline := time.Now().Add(10 * time.Second)
+			for round := 0; round < 40 && (checked < 10 || round < 15) && time.Now().Before(deadline); round++ {
+				time.Sleep(17 * time.Millisecond)
+				before := micros()
+				for _, call := range calls {
+					ops := make([]floodgate.Op, len(call))
+					for i, op := range call {
+						ops[i] = floodgate.Op{Key: op.Key, Limits: op.Limits, Cost: 1}
+					}
+					if err := s.Decide(ctx, ops); err != nil {
+						t.Fatal(err)
+					}
+					for _, op := range ops {
+						if op.Err != nil || !op.Result.Allowed {
+							t.Fatalf("round %d: op %q: %+v, err %v", round, op.Key, op.Result, op.Err)
+						}
+					}
+				}
+				after := micros()
+				win := w.Microseconds()
+				if before/win != after/win {
+					continue // the round crossed into the next window
+				}
+				end := (before/win + 1) * win / 1000 // ms
+				for name, l := range keys {
+					key, _, _ := strings.Cut(name, "/")
+					at, err := c.PExpireTime(ctx, s.Key(key, l)).Result()
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := end
+					if l.Algorithm == floodgate.SlidingWindow {
+						want += w.Milliseconds()
+					}
+					if got := at.Milliseconds(); got < want || got > want+10 {
+						t.Errorf("round %d: key %s expires at %d ms, want %d (+10)", round, name, got, want)
+					}
+				}
+				checked++
+			}
+			if checked < 5 {
+				t.Fatalf("only %d rounds stayed within a window", checked)
+			}
+		})
+	}
+}
