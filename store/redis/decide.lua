@@ -73,6 +73,23 @@ local function at(t)
   now, SLACK = clock, 0
 end
 
+-- lifetime returns the time to live (ms, as text) of a string state that
+-- expires at exp (µs, after now). At an explicit instant it also covers exp
+-- on the server's clock, so that a key lives until its state expires on
+-- either clock (see store): an instant ahead of the server would otherwise
+-- leave a key that a later op on the server's clock finds in the same
+-- window, with a time to live shorter than its state's.
+local function lifetime(exp)
+  local d = exp - now
+  if SLACK ~= 0 then
+    local t = now
+    at(0)
+    d = max(d, exp - now)
+    now, SLACK = t, 600000
+  end
+  return int(cdiv(d, 1000) + SLACK)
+end
+
 -- each calls f with successive slices of at most 1000 elements of t, to stay
 -- within Lua's limit on unpacked arguments.
 local function chunks(t, f)
@@ -250,12 +267,13 @@ local function parse(raw)
 end
 
 -- Every write of a string state leaves its key living at least until the
--- state expires (expiresAt): a time to live rounded up to the millisecond,
--- or the key's own one kept (SET ... KEEPTTL) where the state it replaces
--- expires at the same instant, which is what every op but the first of a
--- fixed window or sliding window counter writes (limit keep): that saves
--- Redis setting the expiry again. Only on the server's clock: an explicit
--- instant (SLACK) need not follow it.
+-- state expires (expiresAt) on the server's clock: a time to live rounded up
+-- to the millisecond (lifetime), or the key's own one kept (SET ... KEEPTTL)
+-- where the state it replaces expires at the same instant, which is what
+-- every op but the first of a fixed window or sliding window counter writes
+-- (limit keep): that saves Redis setting the expiry again. An op at an
+-- explicit instant always sets it: its own time to live must also cover its
+-- instant's timeline.
 
 -- store writes the state of limit l in key k as of now: deleted when it is
 -- equivalent to no state, else with a time to live to that instant.
@@ -271,7 +289,7 @@ local function store(l, k, T, N, P)
       call('SET', k, v, 'KEEPTTL')
     else
       -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
-      call('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK))
+      call('SET', k, v, 'PX', lifetime(exp))
     end
     cache[k] = v
   end
@@ -748,7 +766,9 @@ local function run(KEYS, ARGV)
         if exp == kept then
           r = pcall_('SET', k, v, 'KEEPTTL', 'GET')
         else
-          r = pcall_('SET', k, v, 'PX', int(cdiv(exp - now, 1000) + SLACK), 'GET')
+          -- (lifetime, written out for the server's clock.)
+          local ms = SLACK == 0 and int(cdiv(exp - now, 1000)) or lifetime(exp)
+          r = pcall_('SET', k, v, 'PX', ms, 'GET')
         end
       elseif raw == false then
         r = pcall_('GET', k)

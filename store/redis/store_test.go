@@ -668,7 +668,8 @@ func TestParseURLSpecialPassword(t *testing.T) {
 // TestWindowExpiry decides on the server's clock, through several windows of
 // 200 ms, under a fixed window and a sliding window counter: ops of one
 // limit each (the uniform call), an op of one limit beside one of both (the
-// general call, where the first takes its short path). After each round that
+// general call, where the first takes its short path), and an op under a
+// fixed window and a sliding log (one string key, read by GET). After each round that
 // stayed within one window, every key lives until its state expires (the end
 // of the window; of the next one for the sliding counter) and at most 10 ms
 // longer. A write that kept a key's time to live from an earlier window would
@@ -678,15 +679,20 @@ func TestWindowExpiry(t *testing.T) {
 	const w = 200 * time.Millisecond
 	fw := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1_000_000, Window: w}
 	sw := floodgate.Limit{Algorithm: floodgate.SlidingWindow, Quota: 1_000_000, Window: w}
+	log := floodgate.Limit{Algorithm: floodgate.SlidingWindowLog, Quota: 1_000_000, Window: w}
 	calls := [][]floodgate.Op{
 		{{Key: "alone", Limits: []floodgate.Limit{fw}}, {Key: "alone", Limits: []floodgate.Limit{sw}}},
 		{{Key: "short", Limits: []floodgate.Limit{fw}}, {Key: "both", Limits: []floodgate.Limit{fw, sw}}},
+		// One string-state key: read by GET, not MGET.
+		{{Key: "lone", Limits: []floodgate.Limit{fw, log}}},
 	}
 	keys := map[string]floodgate.Limit{}
 	for _, call := range calls {
 		for _, op := range call {
 			for _, l := range op.Limits {
-				keys[op.Key+"/"+l.Algorithm.String()] = l
+				if l.Algorithm != floodgate.SlidingWindowLog {
+					keys[op.Key+"/"+l.Algorithm.String()] = l
+				}
 			}
 		}
 	}
@@ -744,6 +750,55 @@ func TestWindowExpiry(t *testing.T) {
 			}
 			if checked < 5 {
 				t.Fatalf("only %d rounds stayed within a window", checked)
+			}
+		})
+	}
+}
+
+// TestAheadThenServerClock writes a fixed window's state at an explicit
+// instant an hour ahead of the server's clock, then decides on the server's
+// clock in the same call and in a call of its own, on the uniform and the
+// general path, by FCALL and EVALSHA: the later op finds the state (its
+// window started ahead of the clock), and the key must still live until that
+// state expires rather than keep the first write's shorter time to live.
+func TestAheadThenServerClock(t *testing.T) {
+	fw := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1000, Window: time.Second}
+	sl := floodgate.Limit{Algorithm: floodgate.SlidingWindowLog, Quota: 1000, Window: time.Second}
+	for _, eval := range []bool{false, true} {
+		t.Run(fmt.Sprintf("eval=%v", eval), func(t *testing.T) {
+			s, c := ownStore(t, eval)
+			ctx := context.Background()
+			tm, err := c.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ahead := tm.UnixMicro() + time.Hour.Microseconds()
+			w := fw.Window.Microseconds()
+			end := (ahead/w + 1) * w / 1000 // ms: the end of the window ahead
+			decide := func(ops ...floodgate.Op) {
+				t.Helper()
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatal(err)
+				}
+				for _, op := range ops {
+					if op.Err != nil || !op.Result.Allowed {
+						t.Fatalf("op %q: %+v, err %v", op.Key, op.Result, op.Err)
+					}
+				}
+			}
+			one := []floodgate.Limit{fw}
+			decide(floodgate.Op{Key: "apart", Limits: one, Cost: 1, Now: ahead})
+			decide(floodgate.Op{Key: "apart", Limits: one, Cost: 1})
+			decide(floodgate.Op{Key: "together", Limits: one, Cost: 1, Now: ahead}, floodgate.Op{Key: "together", Limits: one, Cost: 1})
+			decide(floodgate.Op{Key: "general", Limits: one, Cost: 1, Now: ahead}, floodgate.Op{Key: "general", Limits: []floodgate.Limit{fw, sl}, Cost: 1})
+			for _, key := range []string{"apart", "together", "general"} {
+				at, err := c.PExpireTime(ctx, s.Key(key, fw)).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := at.Milliseconds(); got < end {
+					t.Errorf("key %q expires at %d ms, %d ms before its state (%d ms)", key, got, end-got, end)
+				}
 			}
 		})
 	}
