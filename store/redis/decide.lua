@@ -73,12 +73,12 @@ local function at(t)
   now, SLACK = clock, 0
 end
 
--- lifetime returns the time to live (ms, as text) of a string state that
--- expires at exp (µs, after now). At an explicit instant it also covers exp
+-- lifetime returns the time to live (ms; 0: none, delete the key) of a
+-- state that expires at exp (µs). At an explicit instant it also covers exp
 -- on the server's clock, so that a key lives until its state expires on
 -- either clock (see store): an instant ahead of the server would otherwise
--- leave a key that a later op on the server's clock finds in the same
--- window, with a time to live shorter than its state's.
+-- leave a key that a later op on the server's clock finds still in force,
+-- with a time to live shorter than its state's.
 local function lifetime(exp)
   local d = exp - now
   if SLACK ~= 0 then
@@ -87,7 +87,8 @@ local function lifetime(exp)
     d = max(d, exp - now)
     now, SLACK = t, 600000
   end
-  return int(cdiv(d, 1000) + SLACK)
+  if d <= 0 then return SLACK end
+  return cdiv(d, 1000) + SLACK
 end
 
 -- each calls f with successive slices of at most 1000 elements of t, to stay
@@ -289,7 +290,7 @@ local function store(l, k, T, N, P)
       call('SET', k, v, 'KEEPTTL')
     else
       -- exp > now: at least 1 ms; SET ... PX is SET then PEXPIRE in one.
-      call('SET', k, v, 'PX', lifetime(exp))
+      call('SET', k, v, 'PX', int(lifetime(exp)))
     end
     cache[k] = v
   end
@@ -321,8 +322,7 @@ local function general()
   if decideOp then return decideOp end
   -- ttl sets key's time to live from the instant exp (µs) its state expires.
   local function ttl(key, exp)
-    local ms = cdiv(exp - now, 1000) + SLACK
-    if exp <= now then ms = SLACK end
+    local ms = lifetime(exp)
     if ms <= 0 then
       call('DEL', key)
     else
@@ -767,7 +767,7 @@ local function run(KEYS, ARGV)
           r = pcall_('SET', k, v, 'KEEPTTL', 'GET')
         else
           -- (lifetime, written out for the server's clock.)
-          local ms = SLACK == 0 and int(cdiv(exp - now, 1000)) or lifetime(exp)
+          local ms = int(SLACK == 0 and cdiv(exp - now, 1000) or lifetime(exp))
           r = pcall_('SET', k, v, 'PX', ms, 'GET')
         end
       elseif raw == false then

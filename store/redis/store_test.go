@@ -760,7 +760,8 @@ func TestWindowExpiry(t *testing.T) {
 // clock in the same call and in a call of its own, on the uniform and the
 // general path, by FCALL and EVALSHA: the later op finds the state (its
 // window started ahead of the clock), and the key must still live until that
-// state expires rather than keep the first write's shorter time to live.
+// state expires rather than keep the first write's shorter time to live. A
+// sliding log's and a lease's keys written ahead live as long too.
 func TestAheadThenServerClock(t *testing.T) {
 	fw := floodgate.Limit{Algorithm: floodgate.FixedWindow, Quota: 1000, Window: time.Second}
 	sl := floodgate.Limit{Algorithm: floodgate.SlidingWindowLog, Quota: 1000, Window: time.Second}
@@ -798,6 +799,33 @@ func TestAheadThenServerClock(t *testing.T) {
 				}
 				if got := at.Milliseconds(); got < end {
 					t.Errorf("key %q expires at %d ms, %d ms before its state (%d ms)", key, got, end-got, end)
+				}
+			}
+			// A sliding log's event and a lease taken ahead: their keys live
+			// until the event leaves the window, the lease expires.
+			cc := floodgate.Limit{Algorithm: floodgate.Concurrency, Quota: 10, Window: time.Second}
+			decide(floodgate.Op{Key: "log", Limits: []floodgate.Limit{sl}, Cost: 1, Now: ahead},
+				floodgate.Op{Key: "lease", Limits: []floodgate.Limit{cc}, Cost: 1, Lease: "l1", Now: ahead})
+			for _, k := range []struct {
+				name string
+				l    floodgate.Limit
+			}{{"log", sl}, {"lease", cc}} {
+				keys, err := c.Keys(ctx, "*"+k.name+"*").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(keys) != 2 {
+					t.Fatalf("keys of %q: %q, want 2", k.name, keys)
+				}
+				want := (ahead + k.l.Window.Microseconds()) / 1000
+				for _, key := range keys {
+					at, err := c.PExpireTime(ctx, key).Result()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := at.Milliseconds(); got < want {
+						t.Errorf("key %q expires at %d ms, %d ms before its state (%d ms)", key, got, want-got, want)
+					}
 				}
 			}
 		})
