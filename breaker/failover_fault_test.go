@@ -173,12 +173,21 @@ func TestClusterFailoverFault(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	victim.Kill()
 	killed := time.Now()
-	// The cluster promotes the replica by itself (bounded wait).
-	var promoted time.Time
+	// The cluster promotes the replica by itself (bounded wait). The
+	// promotion happened after the last ROLE asked while the replica was
+	// still one (replica) and before the first answer naming it a master
+	// (promoted): a decision ending in between may already be the new
+	// master's.
+	var replicaUntil, promoted time.Time
 	for deadline := killed.Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if role, err := rc.Do(ctx, "ROLE").Slice(); err == nil && role[0] == "master" {
+		asked := time.Now()
+		role, err := rc.Do(ctx, "ROLE").Slice()
+		if err == nil && role[0] == "master" {
 			promoted = time.Now()
 			break
+		}
+		if err == nil {
+			replicaUntil = asked
 		}
 	}
 	if promoted.IsZero() {
@@ -211,6 +220,8 @@ func TestClusterFailoverFault(t *testing.T) {
 	// Keys on the failed slots: the policy from the kill to the promotion,
 	// then the store again on every instance.
 	var sinceKill, notPolicy int
+	var storeDecided []string // decisions of the store while the replica was one
+	inGap := 0                // decisions of the store ending while the replica was being promoted
 	var firstPolicy time.Time // the first decision by policy after the kill
 	back := make([]time.Time, len(ins))
 	afterBack := 0
@@ -221,11 +232,16 @@ func TestClusterFailoverFault(t *testing.T) {
 		if d.start.After(killed) && d.policy != rules.FailureDefault && (firstPolicy.IsZero() || d.start.Before(firstPolicy)) {
 			firstPolicy = d.start
 		}
-		if d.start.After(killed) && d.start.Add(d.latency).Before(promoted) {
+		if d.start.After(killed) && d.start.Add(d.latency).Before(replicaUntil) {
 			sinceKill++
 			if d.policy == rules.FailureDefault {
 				notPolicy++
+				storeDecided = append(storeDecided, fmt.Sprintf("instance %d, %s=%s, from %v to %v after the kill",
+					d.in, d.key, d.value, d.start.Sub(killed).Round(time.Millisecond), d.start.Add(d.latency).Sub(killed).Round(time.Millisecond)))
 			}
+		}
+		if d.policy == rules.FailureDefault && d.start.Add(d.latency).After(replicaUntil) && d.start.Before(promoted) {
+			inGap++
 		}
 		if d.policy == rules.FailureDefault && d.start.After(promoted) && (back[d.in].IsZero() || d.start.Before(back[d.in])) {
 			back[d.in] = d.start
@@ -249,18 +265,21 @@ func TestClusterFailoverFault(t *testing.T) {
 		}
 	}
 	t.Logf("keys on the killed master, slowest decisions: %s", slowest(victimRep, killed, 3))
+	t.Logf("keys on the killed master: %d decisions by the store ending between the last ROLE of the replica and the promotion (%v)",
+		inGap, promoted.Sub(replicaUntil).Round(time.Millisecond))
 	if afterBack > 0 {
 		t.Logf("keys on the killed master, decisions by policy after the store decided them again: %v", afterErrs)
 	}
 	t.Logf("cluster failover, keys on the killed master: %d decisions, %d errors, %d by policy; worst %v; local admitted %d; "+
-		"from the kill to the promotion %d decisions, %d not by policy; policy in force %v (from the first decision by policy after the kill "+
+		"from the kill to the last ROLE of the replica %d decisions, %d not by policy; policy in force %v (from the first decision by policy after the kill "+
 		"to the store deciding again on every instance); store used again %v after the promotion (per instance %v); "+
 		"%d decisions by policy after an instance's first store decision",
 		v.total, v.errs, v.byPolicy, v.worst, v.localAdmitted, sinceKill, notPolicy,
 		lastBack.Sub(firstPolicy).Round(time.Millisecond), lastBack.Sub(promoted).Round(time.Millisecond),
 		sinces(back, promoted), afterBack)
 	if sinceKill == 0 || notPolicy != 0 {
-		t.Errorf("keys on the killed master: %d of %d decisions between the kill and the promotion not by policy", notPolicy, sinceKill)
+		t.Errorf("keys on the killed master: %d of %d decisions between the kill and the last ROLE of the replica (%v after the kill) not by policy: %s",
+			notPolicy, sinceKill, replicaUntil.Sub(killed).Round(time.Millisecond), strings.Join(storeDecided, "; "))
 	}
 	if !lastBack.IsZero() && lastBack.Sub(promoted) > time.Second {
 		t.Errorf("keys on the killed master: store used again %v after the promotion, want within 1s", lastBack.Sub(promoted))
