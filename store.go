@@ -166,6 +166,55 @@ func applyRelease(op *Op, states []State, now int64, each []Result) bool {
 // ErrClosed is returned by a store used after Close.
 var ErrClosed = errors.New("floodgate: store closed")
 
+// Resetter is a [Store] that can forget a key's state. Reset removes the
+// state key keeps under each of limits, so that its next decision starts
+// from a fresh state: a full quota, a full bucket, no leases held. Resetting
+// a key that holds no state is not an error. Only the key's own state is
+// removed: a store that counts keys past its capacity together (the memory
+// store's overflow states) leaves those shared counts alone.
+type Resetter interface {
+	Reset(ctx context.Context, key string, limits []Limit) error
+}
+
+// A store that wraps another (a cache, a batcher, a circuit breaker, a
+// metrics recorder) implements Unwrap returning the store it wraps, so that
+// [Reset] reaches the store holding the state.
+type wrapper interface {
+	Unwrap() Store
+}
+
+// ErrNoReset is returned by [Reset] for a store that cannot forget keys.
+var ErrNoReset = errors.New("floodgate: the store cannot reset keys")
+
+// Reset forgets key's state under limits in st: the first store that
+// implements [Resetter], st itself or one it wraps (see Unwrap), does it.
+// It validates key and limits first (an error wrapping [ErrInvalid]) and
+// returns an error wrapping [ErrNoReset] when no store in the chain resets.
+func Reset(ctx context.Context, st Store, key string, limits []Limit) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if len(limits) == 0 {
+		return fmt.Errorf("floodgate: key %q: no limits: %w", key, ErrInvalid)
+	}
+	for i, l := range limits {
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("limits[%d]: %w", i, err)
+		}
+	}
+	for st != nil {
+		if r, ok := st.(Resetter); ok {
+			return r.Reset(ctx, key, limits)
+		}
+		w, ok := st.(wrapper)
+		if !ok {
+			break
+		}
+		st = w.Unwrap()
+	}
+	return fmt.Errorf("floodgate: key %q: %w", key, ErrNoReset)
+}
+
 // UnixMicro returns t as microseconds since the Unix epoch, the unit of
 // [Op.Now] and of [State] times.
 func UnixMicro(t time.Time) int64 { return t.UnixMicro() }

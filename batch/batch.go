@@ -384,6 +384,10 @@ func (s *Store) send(batch []*waiter, buf []floodgate.Op, each []floodgate.Resul
 	return buf, each
 }
 
+// Unwrap returns the inner store, for [floodgate.Reset]: a reset is not
+// batched.
+func (s *Store) Unwrap() floodgate.Store { return s.inner }
+
 // Close waits for queued and in-flight calls to finish, then closes the
 // inner store. Decide after Close returns [floodgate.ErrClosed]. Close is
 // idempotent; later calls return nil.

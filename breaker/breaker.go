@@ -322,6 +322,10 @@ func (s *Store) Stats() Stats {
 // Close closes the inner store.
 func (s *Store) Close() error { return s.inner.Close() }
 
+// Unwrap returns the inner store, for [floodgate.Reset]: a reset goes to the
+// store directly, whatever the circuits' state, under the caller's deadline.
+func (s *Store) Unwrap() floodgate.Store { return s.inner }
+
 // outcome of one call for one circuit.
 type outcome uint8
 

@@ -271,3 +271,6 @@ func (s *timedStore) Decide(ctx context.Context, ops []floodgate.Op) error {
 }
 
 func (s *timedStore) Close() error { return s.inner.Close() }
+
+// Unwrap returns the inner store, for [floodgate.Reset].
+func (s *timedStore) Unwrap() floodgate.Store { return s.inner }

@@ -201,6 +201,32 @@ func (s *Store) Purge() {
 // Close closes the inner store.
 func (s *Store) Close() error { return s.inner.Close() }
 
+// Reset forgets every cached denial of key, under any limits, then resets
+// key in the inner store (see [floodgate.Reset]). Other instances' caches
+// are not reached: each keeps a denial it holds until the end of the wait
+// it was cached for.
+func (s *Store) Reset(ctx context.Context, key string, limits []floodgate.Limit) error {
+	s.forget(key)
+	err := floodgate.Reset(ctx, s.inner, key, limits)
+	// A denial decided while the reset was on its way is forgotten too.
+	s.forget(key)
+	return err
+}
+
+// forget drops every entry of key.
+func (s *Store) forget(key string) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for j := range sh.ents {
+			if sh.ents[j].used && sh.ents[j].key == key {
+				sh.ents[j] = entry{}
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 // mono returns the local monotonic clock in µs.
 func (s *Store) mono() int64 { return time.Since(s.start).Microseconds() }
 

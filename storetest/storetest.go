@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T) floodgate.Store) {
 		{"InvalidOps", testInvalidOps},
 		{"Batch/InOrder", testBatchInOrder},
 		{"Concurrent/ExactlyQuota", testConcurrentExact},
+		{"Reset", testReset},
 		{"Close", testClose},
 	}
 	for _, c := range cases {
@@ -446,6 +447,68 @@ func testConcurrency(t *testing.T, s floodgate.Store) {
 			{at: sec(23), cost: 1, lease: "c", want: ok(1, sec(10))},
 			{at: sec(24), lease: "", release: true, want: deny(1, sec(9), 0)},
 		})
+	}
+}
+
+// Reset forgets a key's state under the limits it names, and nothing else:
+// not the key's other limits, not another key's state. A store that cannot
+// reset keys ([floodgate.ErrNoReset]) skips the case.
+func testReset(t *testing.T, s floodgate.Store) {
+	ctx := context.Background()
+	limits := []floodgate.Limit{
+		{Algorithm: floodgate.FixedWindow, Quota: 2, Window: time.Minute},
+		{Algorithm: floodgate.SlidingWindow, Quota: 2, Window: time.Minute},
+		{Algorithm: floodgate.SlidingWindowLog, Quota: 2, Window: time.Minute},
+		{Algorithm: floodgate.TokenBucket, Quota: 2, Window: time.Minute},
+		{Algorithm: floodgate.GCRA, Quota: 2, Window: time.Minute},
+		{Algorithm: floodgate.Concurrency, Quota: 2, Window: time.Minute},
+	}
+	key, other := uniqueKey(t, "reset"), uniqueKey(t, "reset-other")
+	at := weekBase + 7_000_000
+	decide := func(key string, l floodgate.Limit, at int64) floodgate.Result {
+		t.Helper()
+		ops := []floodgate.Op{{Key: key, Limits: []floodgate.Limit{l}, Cost: 1, Now: at}}
+		if err := s.Decide(ctx, ops); err != nil {
+			t.Fatalf("%v: %v", l, err)
+		}
+		return ops[0].Result
+	}
+	for _, l := range limits {
+		for _, k := range []string{key, other} {
+			decide(k, l, at)
+			decide(k, l, at)
+			if r := decide(k, l, at); r.Allowed {
+				t.Fatalf("%v: the third unit of 2 admitted", l)
+			}
+		}
+	}
+	// Reset key under every limit but the last.
+	if err := floodgate.Reset(ctx, s, key, limits[:len(limits)-1]); err != nil {
+		if errors.Is(err, floodgate.ErrNoReset) {
+			t.Skip("the store cannot reset keys")
+		}
+		t.Fatal(err)
+	}
+	for i, l := range limits {
+		r := decide(key, l, at+1)
+		if reset := i < len(limits)-1; r.Allowed != reset {
+			t.Errorf("%v after the reset: allowed %v, want %v", l, r.Allowed, reset)
+		} else if reset && r.Remaining != 1 {
+			t.Errorf("%v after the reset: %s, want a fresh state (remaining 1)", l, FormatResult(r))
+		}
+		if r := decide(other, l, at+1); r.Allowed {
+			t.Errorf("%v: another key's state was reset: %s", l, FormatResult(r))
+		}
+	}
+	// Resetting a key with no state is not an error; bad input is.
+	if err := floodgate.Reset(ctx, s, uniqueKey(t, "reset-none"), limits); err != nil {
+		t.Errorf("reset of a key with no state: %v", err)
+	}
+	if err := floodgate.Reset(ctx, s, "", limits); !errors.Is(err, floodgate.ErrInvalid) {
+		t.Errorf("reset of an empty key: %v, want ErrInvalid", err)
+	}
+	if err := floodgate.Reset(ctx, s, key, []floodgate.Limit{{Algorithm: floodgate.FixedWindow}}); !errors.Is(err, floodgate.ErrInvalid) {
+		t.Errorf("reset under an invalid limit: %v, want ErrInvalid", err)
 	}
 }
 

@@ -151,6 +151,9 @@ func newShardedBatch(inner floodgate.Store, shard func(key string) string, opts 
 	return &shardedBatch{inner: inner, shard: shard, opts: opts, byName: map[string]*batch.Store{}}
 }
 
+// Unwrap returns the store behind the batches, for [floodgate.Reset].
+func (s *shardedBatch) Unwrap() floodgate.Store { return s.inner }
+
 // unclosed is a store whose Close does nothing: the shards' batches share
 // one inner store, which shardedBatch closes once.
 type unclosed struct{ floodgate.Store }

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"runtime"
@@ -182,6 +183,36 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 		}
 	}
 	return first
+}
+
+// Reset forgets key's state under each of limits; see [floodgate.Resetter].
+// Keys counted together in the overflow states (see [Options.Overflow])
+// keep those shared counts. After [Store.Close] it returns
+// [floodgate.ErrClosed].
+func (s *Store) Reset(ctx context.Context, key string, limits []floodgate.Limit) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return floodgate.ErrClosed
+	}
+	if err := floodgate.ValidateKey(key); err != nil {
+		return err
+	}
+	infos := make([]*limitInfo, len(limits))
+	for j := range limits {
+		if infos[j] = s.info(&limits[j]); infos[j] == nil {
+			return fmt.Errorf("limits[%d]: %w", j, limits[j].Validate())
+		}
+	}
+	h := maphash.String(s.seed, key)
+	sh := &s.shards[h>>s.shift]
+	sh.mu.Lock()
+	for _, li := range infos {
+		sh.remove(li.limit, entryID(h, li))
+	}
+	sh.mu.Unlock()
+	return nil
 }
 
 // Close stops the store's goroutines and waits for them. Decisions after

@@ -737,6 +737,34 @@ func (s *Store) Key(key string, l floodgate.Limit) string {
 	return s.limitKey(escapeKey(key), l)
 }
 
+// Reset deletes the Redis keys that hold key's state under each of limits,
+// in one DEL (they share one hash tag, so one cluster slot); see
+// [floodgate.Resetter].
+func (s *Store) Reset(ctx context.Context, key string, limits []floodgate.Limit) error {
+	if err := floodgate.ValidateKey(key); err != nil {
+		return err
+	}
+	escaped := escapeKey(key)
+	keys := make([]string, 0, 2*len(limits))
+	for i, l := range limits {
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("limits[%d]: %w", i, err)
+		}
+		k := s.limitKey(escaped, l)
+		keys = append(keys, k)
+		switch l.Algorithm {
+		case floodgate.SlidingWindowLog:
+			keys = append(keys, k+":sum")
+		case floodgate.Concurrency:
+			keys = append(keys, k+":units")
+		}
+	}
+	if err := s.client.Del(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("redis: reset key %q: %w", key, err)
+	}
+	return nil
+}
+
 func escapeKey(key string) string {
 	if !strings.ContainsAny(key, "{}\\") {
 		return key
