@@ -33,6 +33,12 @@
 // Peeks (cost 0), releases and ops that ask for per-limit results ([Op.Each])
 // of several limits always go to the store.
 //
+// A reset ([floodgate.Reset]) is the one event that makes a state better
+// before its time: the Store that resets a key forgets its entries of the
+// key at once, and no entry answers longer than [Options.MaxLifetime]
+// (default 1s), so that a reset made through another instance holds here
+// within that bound.
+//
 // # Answers
 //
 // An answer from the cache is the stored result with ResetAfter and
@@ -82,6 +88,8 @@ const (
 	DefaultShards = 64
 	// DefaultMargin is the default Options.Margin.
 	DefaultMargin = time.Millisecond
+	// DefaultMaxLifetime is the default Options.MaxLifetime.
+	DefaultMaxLifetime = time.Second
 )
 
 // ways is the number of entries one hash may use in its shard.
@@ -100,6 +108,13 @@ type Options struct {
 	// anything that makes the local clock run fast against the store's.
 	// Default [DefaultMargin] (1ms). Not applied to ops with an explicit Now.
 	Margin time.Duration
+	// MaxLifetime bounds how long an entry answers, however long its denial
+	// lasts: a key reset in the store ([floodgate.Reset]) by another
+	// instance is denied here at most that long after. A key denied for
+	// longer costs one store call per MaxLifetime. Default
+	// [DefaultMaxLifetime] (1s). Not applied to ops with an explicit Now,
+	// whose instants say nothing of the time a reset takes to arrive.
+	MaxLifetime time.Duration
 }
 
 type entry struct {
@@ -124,13 +139,14 @@ type shard struct {
 // passes everything else to an inner store. It is safe for concurrent use.
 // Create it with [New]; the zero value is not usable.
 type Store struct {
-	inner  floodgate.Store
-	shards []shard
-	mask   uint64
-	sets   uint64 // sets per shard
-	seed   maphash.Seed
-	margin int64
-	start  time.Time
+	inner   floodgate.Store
+	shards  []shard
+	mask    uint64
+	sets    uint64 // sets per shard
+	seed    maphash.Seed
+	margin  int64
+	maxLife int64 // µs
+	start   time.Time
 
 	hits, calls atomic.Int64
 }
@@ -149,16 +165,20 @@ func New(inner floodgate.Store, opts Options) *Store {
 	if opts.Margin <= 0 {
 		opts.Margin = DefaultMargin
 	}
+	if opts.MaxLifetime <= 0 {
+		opts.MaxLifetime = DefaultMaxLifetime
+	}
 	n := 1 << bits.Len(uint(opts.Shards-1))
 	sets := max(1, opts.Capacity/n/ways)
 	s := &Store{
-		inner:  inner,
-		shards: make([]shard, n),
-		mask:   uint64(n - 1),
-		sets:   uint64(sets),
-		seed:   maphash.MakeSeed(),
-		margin: opts.Margin.Microseconds(),
-		start:  time.Now(),
+		inner:   inner,
+		shards:  make([]shard, n),
+		mask:    uint64(n - 1),
+		sets:    uint64(sets),
+		seed:    maphash.MakeSeed(),
+		margin:  opts.Margin.Microseconds(),
+		maxLife: opts.MaxLifetime.Microseconds(),
+		start:   time.Now(),
 	}
 	for i := range s.shards {
 		s.shards[i].ents = make([]entry, sets*ways)
@@ -392,7 +412,7 @@ func (s *Store) remember(op *floodgate.Op, sent int64) {
 	if explicit {
 		at = op.Now
 	} else {
-		life -= s.margin + life>>10
+		life = min(life-s.margin-life>>10, s.maxLife)
 		if life <= 0 {
 			return
 		}

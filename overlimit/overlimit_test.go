@@ -55,6 +55,8 @@ func (c *counting) Decide(ctx context.Context, ops []floodgate.Op) error {
 	return c.Store.Decide(ctx, ops)
 }
 
+func (c *counting) Unwrap() floodgate.Store { return c.Store }
+
 func TestConformance(t *testing.T) {
 	for name, inner := range inners {
 		t.Run(name, func(t *testing.T) {
@@ -325,5 +327,81 @@ func BenchmarkHit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = s.Decide(ctx, ops)
+	}
+}
+
+// TestMaxLifetime: on the store's clock a denial that lasts an hour is
+// answered from the cache for MaxLifetime only, so that a reset made through
+// another instance (here, straight in the inner store) holds after it.
+func TestMaxLifetime(t *testing.T) {
+	for name, inner := range inners {
+		t.Run(name, func(t *testing.T) {
+			c := &counting{Store: inner(t)}
+			const maxLife = 100 * time.Millisecond
+			s := New(c, Options{MaxLifetime: maxLife})
+			defer s.Close()
+			ctx := context.Background()
+			lim := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 1, Window: time.Hour}}
+			key := fmt.Sprintf("reset-elsewhere-%d", rand.Uint64())
+			decide := func() (floodgate.Result, bool) {
+				t.Helper()
+				calls := c.calls.Load()
+				ops := []floodgate.Op{{Key: key, Limits: lim, Cost: 1}}
+				if err := s.Decide(ctx, ops); err != nil {
+					t.Fatal(err)
+				}
+				return ops[0].Result, c.calls.Load() == calls
+			}
+			decide()
+			cachedAt := time.Now()
+			if r, _ := decide(); r.Allowed || r.RetryAfter < 30*time.Second {
+				// A fixed hour window ends in under 30s once in 120 runs.
+				t.Skipf("the window ends too soon: %+v", r)
+			}
+			if _, cached := decide(); !cached {
+				t.Fatal("a denial for up to an hour is not answered from the cache")
+			}
+			// Another instance resets the key in the store.
+			if err := floodgate.Reset(ctx, c.Store, key, lim); err != nil {
+				t.Fatal(err)
+			}
+			r, cached := decide()
+			if time.Since(cachedAt) < maxLife && (!cached || r.Allowed) {
+				t.Fatalf("within MaxLifetime: cached %v, allowed %v; want the cached denial", cached, r.Allowed)
+			}
+			time.Sleep(maxLife - time.Since(cachedAt) + 10*time.Millisecond)
+			if r, cached := decide(); cached || !r.Allowed {
+				t.Errorf("%v after the denial was cached: cached %v, allowed %v; want the store's fresh state", time.Since(cachedAt).Round(time.Millisecond), cached, r.Allowed)
+			}
+		})
+	}
+}
+
+// TestResetForgets: a reset through the cache forgets its denials of the
+// key under any limits, and not those of other keys.
+func TestResetForgets(t *testing.T) {
+	c := &counting{Store: newMemory()}
+	s := New(c, Options{})
+	defer s.Close()
+	ctx := context.Background()
+	a := []floodgate.Limit{{Algorithm: floodgate.FixedWindow, Quota: 1, Window: time.Hour}}
+	b := []floodgate.Limit{{Algorithm: floodgate.TokenBucket, Quota: 1, Window: time.Hour}}
+	for _, key := range []string{"k", "other"} {
+		for _, lim := range [][]floodgate.Limit{a, b} {
+			for range 2 {
+				if err := s.Decide(ctx, []floodgate.Op{{Key: key, Limits: lim, Cost: 1, Now: base}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if n := s.Len(); n != 4 {
+		t.Fatalf("%d entries cached, want 4", n)
+	}
+	if err := s.Reset(ctx, "k", a); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Len(); n != 2 {
+		t.Errorf("%d entries after resetting k, want the 2 of other", n)
 	}
 }

@@ -25,6 +25,7 @@ type throughputConfig struct {
 	batchFlight   int
 	overlimit     bool
 	overlimitSize int
+	overlimitLife time.Duration
 }
 
 // flagSet is what the flag functions below need of a flag set.
@@ -40,6 +41,7 @@ func throughputFlags(cfg *throughputConfig, fs flagSet) {
 	batchFlags(cfg, fs)
 	fs.BoolVar(&cfg.overlimit, "overlimit-cache", true, "shared stores: answer keys known to be over their limit locally until their denial may end, without a store call")
 	fs.IntVar(&cfg.overlimitSize, "overlimit-size", overlimit.DefaultCapacity, "with --overlimit-cache: the most keys the cache holds (a fixed table; at least 256)")
+	fs.DurationVar(&cfg.overlimitLife, "overlimit-max-lifetime", overlimit.DefaultMaxLifetime, "with --overlimit-cache: the longest a cached denial answers, and so the longest a key reset through another instance's admin API stays denied here")
 }
 
 // batchFlags are the flags of how batches form: --batch-window, --batch-max
@@ -63,6 +65,8 @@ func (c throughputConfig) check() error {
 		return fmt.Errorf("--batch-inflight %d: want at least 1", c.batchFlight)
 	case c.overlimitSize < 1:
 		return fmt.Errorf("--overlimit-size %d: want at least 1", c.overlimitSize)
+	case c.overlimitLife < 0:
+		return fmt.Errorf("--overlimit-max-lifetime %v: want a positive duration", c.overlimitLife)
 	}
 	return nil
 }
@@ -99,7 +103,7 @@ func fastPath(st floodgate.Store, cfg throughputConfig, shard func(key string) s
 	}
 	var c *overlimit.Store
 	if cfg.overlimit {
-		c = overlimit.New(st, overlimit.Options{Capacity: cfg.overlimitSize})
+		c = overlimit.New(st, overlimit.Options{Capacity: cfg.overlimitSize, MaxLifetime: cfg.overlimitLife})
 		st = c
 	}
 	return st, b, c

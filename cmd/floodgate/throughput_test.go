@@ -19,7 +19,7 @@ import (
 )
 
 // defaultThroughput is what serve's throughput flags give by default.
-var defaultThroughput = throughputConfig{batch: true, batchMax: 128, batchFlight: 2, overlimit: true, overlimitSize: 65536}
+var defaultThroughput = throughputConfig{batch: true, batchMax: 128, batchFlight: 2, overlimit: true, overlimitSize: 65536, overlimitLife: time.Second}
 
 // defaultStack is what the store stack's flags give by default.
 var defaultStack = stackConfig{store: "memory", approxKeys: 1 << 20, throughput: defaultThroughput}
@@ -27,14 +27,14 @@ var defaultStack = stackConfig{store: "memory", approxKeys: 1 << 20, throughput:
 func TestParseThroughput(t *testing.T) {
 	env := map[string]string{
 		"FLOODGATE_BATCH": "false", "FLOODGATE_BATCH_WINDOW": "200us", "FLOODGATE_BATCH_MAX": "32", "FLOODGATE_BATCH_INFLIGHT": "3",
-		"FLOODGATE_OVERLIMIT_CACHE": "false", "FLOODGATE_OVERLIMIT_SIZE": "1000",
+		"FLOODGATE_OVERLIMIT_CACHE": "false", "FLOODGATE_OVERLIMIT_SIZE": "1000", "FLOODGATE_OVERLIMIT_MAX_LIFETIME": "250ms",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, err := parseServe(nil, io.Discard, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := throughputConfig{batch: false, batchWindow: 200 * time.Microsecond, batchMax: 32, batchFlight: 3, overlimit: false, overlimitSize: 1000}
+	want := throughputConfig{batch: false, batchWindow: 200 * time.Microsecond, batchMax: 32, batchFlight: 3, overlimit: false, overlimitSize: 1000, overlimitLife: 250 * time.Millisecond}
 	if cfg.stack.throughput != want {
 		t.Errorf("from the environment: got %+v, want %+v", cfg.stack.throughput, want)
 	}
@@ -42,12 +42,12 @@ func TestParseThroughput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = throughputConfig{batch: true, batchWindow: 200 * time.Microsecond, batchMax: 7, batchFlight: 4, overlimit: true, overlimitSize: 1000}
+	want = throughputConfig{batch: true, batchWindow: 200 * time.Microsecond, batchMax: 7, batchFlight: 4, overlimit: true, overlimitSize: 1000, overlimitLife: 250 * time.Millisecond}
 	if cfg.stack.throughput != want {
 		t.Errorf("flags over the environment: got %+v, want %+v", cfg.stack.throughput, want)
 	}
 	for _, args := range [][]string{
-		{"--batch-window", "-1ms"}, {"--batch-window", "2s"}, {"--batch-max", "0"}, {"--batch-inflight", "0"}, {"--overlimit-size", "0"}, {"--batch", "maybe"},
+		{"--batch-window", "-1ms"}, {"--batch-window", "2s"}, {"--batch-max", "0"}, {"--batch-inflight", "0"}, {"--overlimit-size", "0"}, {"--overlimit-max-lifetime", "-1s"}, {"--batch", "maybe"},
 	} {
 		var errb bytes.Buffer
 		if _, err := parseServe(args, &errb, func(string) (string, bool) { return "", false }); err == nil || errb.Len() == 0 {
