@@ -403,6 +403,32 @@ func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op, c rules.Consist
 	return st, nil
 }
 
+// Peek reads the state of m's key under m.Limits without consuming
+// anything (cost 0), from the store that keeps it: [Options.Approximate]
+// for an approximate rule when it is set, the engine's store otherwise. It
+// returns each limit's result, in order. Unlike Decide, no failure policy
+// answers for the store and the observer is not told: it is for the admin
+// API, which shows the store's state or says that it cannot.
+func (e *Engine) Peek(ctx context.Context, m rules.Match) ([]floodgate.Result, error) {
+	each := make([]floodgate.Result, len(m.Limits))
+	ops := []floodgate.Op{{Key: m.Key, Limits: m.Limits, Each: each}}
+	if err := ops[0].Check(); err != nil {
+		return nil, err
+	}
+	store := e.store
+	if m.Rule != nil && m.Rule.Consistency == rules.Approximate && e.opts.Approximate != nil {
+		store = e.opts.Approximate
+	}
+	err := store.Decide(ctx, ops)
+	if err == nil {
+		err = ops[0].Err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	return each, nil
+}
+
 // decideWith is decide under the rules set.
 func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
 	if hits != nil && len(hits) != len(descriptors) {

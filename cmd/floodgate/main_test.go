@@ -43,6 +43,9 @@ func TestEnvName(t *testing.T) {
 	}
 }
 
+// defaultAdmin is what the admin flags give by default.
+var defaultAdmin = adminConfig{addr: "127.0.0.1:8082"}
+
 func TestParseServe(t *testing.T) {
 	env := func(m map[string]string) func(string) (string, bool) {
 		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
@@ -54,11 +57,11 @@ func TestParseServe(t *testing.T) {
 		want serveConfig
 		err  bool
 	}{
-		{"defaults", nil, nil, serveConfig{http: "127.0.0.1:8080", grpc: "127.0.0.1:8081", logFormat: "text", logLevel: slog.LevelInfo, shutdownTimeout: 10 * time.Second, stack: defaultStack}, false},
+		{"defaults", nil, nil, serveConfig{http: "127.0.0.1:8080", grpc: "127.0.0.1:8081", logFormat: "text", logLevel: slog.LevelInfo, shutdownTimeout: 10 * time.Second, admin: defaultAdmin, stack: defaultStack}, false},
 		{"environment", nil, map[string]string{"FLOODGATE_HTTP": ":9000", "FLOODGATE_LOG_LEVEL": "debug", "FLOODGATE_LOG_FORMAT": "json", "FLOODGATE_SHUTDOWN_TIMEOUT": "3s"},
-			serveConfig{http: ":9000", grpc: "127.0.0.1:8081", logFormat: "json", logLevel: slog.LevelDebug, shutdownTimeout: 3 * time.Second, stack: defaultStack}, false},
+			serveConfig{http: ":9000", grpc: "127.0.0.1:8081", logFormat: "json", logLevel: slog.LevelDebug, shutdownTimeout: 3 * time.Second, admin: defaultAdmin, stack: defaultStack}, false},
 		{"flag wins", []string{"--http", "127.0.0.1:0", "--log-level", "warn"}, map[string]string{"FLOODGATE_HTTP": ":9000", "FLOODGATE_LOG_LEVEL": "debug"},
-			serveConfig{http: "127.0.0.1:0", grpc: "127.0.0.1:8081", logFormat: "text", logLevel: slog.LevelWarn, shutdownTimeout: 10 * time.Second, stack: defaultStack}, false},
+			serveConfig{http: "127.0.0.1:0", grpc: "127.0.0.1:8081", logFormat: "text", logLevel: slog.LevelWarn, shutdownTimeout: 10 * time.Second, admin: defaultAdmin, stack: defaultStack}, false},
 		{"bad env level", nil, map[string]string{"FLOODGATE_LOG_LEVEL": "loud"}, serveConfig{}, true},
 		{"bad format", []string{"--log-format", "xml"}, nil, serveConfig{}, true},
 		{"bad timeout", []string{"--shutdown-timeout", "0s"}, nil, serveConfig{}, true},

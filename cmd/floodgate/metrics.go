@@ -43,47 +43,55 @@ func registerMetrics(mx *metrics.Metrics, logger *slog.Logger, eng *engine.Engin
 	}
 }
 
-// metricsServer serves GET /metrics on a listener of its own (--metrics).
-type metricsServer struct {
-	ln  net.Listener
-	srv *http.Server
+// sideServer serves a handler on a listener of its own, beside the main
+// one: GET /metrics (--metrics) or the admin API (--admin).
+type sideServer struct {
+	protocol string // in the "listening" log line: metrics or admin
+	ln       net.Listener
+	srv      *http.Server
 }
 
 // listenMetrics listens on addr for GET /metrics; Serve is left to start.
-func listenMetrics(addr string, mx *metrics.Metrics, logger *slog.Logger) (*metricsServer, error) {
+func listenMetrics(addr string, mx *metrics.Metrics, logger *slog.Logger) (*sideServer, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", mx.Handler())
+	return listenSide("metrics", addr, mux, logger)
+}
+
+// listenSide listens on addr for h; Serve is left to start.
+func listenSide(protocol, addr string, h http.Handler, logger *slog.Logger) (*sideServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", mx.Handler())
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	return &metricsServer{ln: ln, srv: srv}, nil
+	return &sideServer{protocol: protocol, ln: ln, srv: srv}, nil
 }
 
 // start serves in a goroutine until close; a failure is logged only: the
-// decisions go on without metrics. A nil server does nothing.
-func (m *metricsServer) start(logger *slog.Logger) {
+// decisions go on without it. A nil server does nothing.
+func (m *sideServer) start(logger *slog.Logger) {
 	if m == nil {
 		return
 	}
 	go func() {
 		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("metrics server failed", "addr", m.ln.Addr().String(), "err", err)
+			logger.Error(m.protocol+" server failed", "addr", m.ln.Addr().String(), "err", err)
 		}
 	}()
-	logger.Info("listening", "protocol", "metrics", "addr", m.ln.Addr().String())
+	logger.Info("listening", "protocol", m.protocol, "addr", m.ln.Addr().String())
 }
 
-// close stops the server at once (a scrape in flight is cut). A nil
+// close stops the server at once (a request in flight is cut). A nil
 // server does nothing.
-func (m *metricsServer) close() {
+func (m *sideServer) close() {
 	if m != nil {
 		m.srv.Close()
 	}

@@ -39,6 +39,7 @@ type proxyConfig struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	metrics         string
+	admin           adminConfig
 
 	stack stackConfig
 }
@@ -58,6 +59,7 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); with --tls-key, serves HTTPS and HTTP/2")
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus), e.g. 127.0.0.1:9464 (default: not served; never on --listen, whose paths belong to the upstream)")
+	adminFlags(&cfg.admin, fs)
 	fs.DurationVar(&cfg.reloadInterval, "reload-interval", time.Second, "how often --config is checked for changes")
 	processFlags(fs, &cfg.logFormat, &cfg.logLevel, &cfg.shutdownTimeout)
 	stackFlags(&cfg.stack, fs)
@@ -83,7 +85,9 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	case (cfg.tlsCert == "") != (cfg.tlsKey == ""):
 		err = errors.New("--tls-cert and --tls-key go together")
 	default:
-		err = cfg.stack.check()
+		if err = cfg.stack.check(); err == nil {
+			err = cfg.admin.check()
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "floodgate proxy: %v\n", err)
@@ -152,7 +156,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		return 0
 	}
 	stk.registerMetrics(watcher)
-	var mxSrv *metricsServer
+	var mxSrv *sideServer
 	if cfg.metrics != "" {
 		if mxSrv, err = listenMetrics(cfg.metrics, mx, logger); err != nil {
 			logger.Error("cannot listen", "protocol", "metrics", "addr", cfg.metrics, "err", err)
@@ -161,6 +165,13 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		}
 		defer mxSrv.close()
 	}
+	adminSrv, err := listenAdmin(cfg.admin, stk.engine, logger)
+	if err != nil {
+		logger.Error("cannot listen", "protocol", "admin", "addr", cfg.admin.addr, "err", err)
+		closeStore()
+		return 1
+	}
+	defer adminSrv.close()
 	mw, err := middleware.Rules(stk.engine, domain, middleware.Options{
 		OmitHeaders: cfg.omitHeaders,
 		Legacy:      cfg.legacyHeaders,
@@ -171,6 +182,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		g, err = gateway.New(cfg.upstream, gateway.Options{Middleware: mw, Logger: logger})
 		if err == nil {
 			mxSrv.start(logger)
+			adminSrv.start(logger)
 			return runGateway(ctx, cfg, g, logger, closeStore)
 		}
 	}

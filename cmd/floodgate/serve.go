@@ -33,6 +33,7 @@ type serveConfig struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	metrics         string
+	admin           adminConfig
 
 	stack stackConfig
 }
@@ -53,9 +54,10 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	})
 	processFlags(fs, &cfg.logFormat, &cfg.logLevel, &cfg.shutdownTimeout)
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus) on a listener of its own (default: served on --http)")
+	adminFlags(&cfg.admin, fs)
 	stackFlags(&cfg.stack, fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz, GET /readyz and GET /metrics on --http, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: floodgate serve [flags]\n\nServes Envoy's RateLimitService on --grpc, and POST /json, POST /v1/check,\nGET /healthz, GET /readyz and GET /metrics on --http, and the admin API on\n--admin when a token is set, until SIGINT or SIGTERM.\nEvery flag can also be set from FLOODGATE_<FLAG> (--log-level: FLOODGATE_LOG_LEVEL); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, lookup); err != nil {
@@ -64,6 +66,9 @@ func parseServe(args []string, stderr io.Writer, lookup func(string) (string, bo
 	err := checkProcess(cfg.logFormat, cfg.shutdownTimeout)
 	if err == nil {
 		err = cfg.stack.check()
+	}
+	if err == nil {
+		err = cfg.admin.check()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "floodgate serve: %v\n", err)
@@ -176,7 +181,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 			return 1
 		}
 	}
-	var mxSrv *metricsServer
+	var mxSrv *sideServer
 	if cfg.metrics != "" {
 		mxSrv, err = listenMetrics(cfg.metrics, mx, logger)
 		if err != nil {
@@ -188,10 +193,20 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		}
 		defer mxSrv.close()
 	}
+	adminSrv, err := listenAdmin(cfg.admin, eng, logger)
+	if err != nil {
+		logger.Error("cannot listen", "protocol", "admin", "addr", cfg.admin.addr, "err", err)
+		ln.Close()
+		grpcSrv.stop(0)
+		closeStore()
+		return 1
+	}
+	defer adminSrv.close()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "protocol", "http", "addr", ln.Addr().String())
 	mxSrv.start(logger)
+	adminSrv.start(logger)
 	grpcErrc := make(chan error, 1)
 	if grpcSrv != nil {
 		go func() { grpcErrc <- grpcSrv.srv.Serve(grpcSrv.ln) }()

@@ -69,6 +69,7 @@ var (
 var ListenEnv = []string{
 	"FLOODGATE_HTTP=127.0.0.1:0",
 	"FLOODGATE_GRPC=127.0.0.1:0",
+	"FLOODGATE_ADMIN=127.0.0.1:0",
 }
 
 const pkg = "github.com/floodgate/floodgate/cmd/floodgate"

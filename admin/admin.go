@@ -1,0 +1,489 @@
+// Package admin is floodgate's administration API: it shows the rules in
+// force, inspects a client's state under its rule without consuming
+// anything, resets it, and keeps an audit log of the changes made through
+// it. Every request must carry the API's token as "Authorization: Bearer
+// <token>"; `floodgate serve` listens for it on a loopback address of its
+// own (see docs/admin.md).
+//
+// # Endpoints
+//
+//   - GET /admin/v1/rules lists the rules in force by domain, with their
+//     limits, consistency and failure policy; see [RulesResponse].
+//   - POST /admin/v1/inspect takes a [KeyRequest] (a domain and one
+//     descriptor, as Envoy sends it) and answers the rule it matches, its
+//     store key and each limit's state, decided with cost 0 so that nothing
+//     is consumed; see [KeyResponse]. 404 when no rule matches.
+//   - POST /admin/v1/reset takes a [KeyRequest] and forgets the state of
+//     the descriptor's key under its limits in the store, so that the
+//     client starts afresh; the answer is the state after the reset. 404
+//     when no rule matches; 409 when the rule keeps no state to reset
+//     (unlimited, a deny rule) or keeps it in every instance (approximate).
+//     Each reset, done or refused, is written to the audit log.
+//   - GET /admin/v1/audit answers the audit log, newest first; see
+//     [AuditEntry].
+//
+// Errors are answered as {"error": "..."}, with 400 for a malformed
+// request, 401 without the right token, 404, 405, 409, 413 for a body over
+// [MaxBodyBytes], and 503 when the store cannot answer.
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/floodgate/floodgate"
+	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/httpapi"
+	"github.com/floodgate/floodgate/rules"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 64 << 10
+
+// DefaultAuditSize is how many audit entries the API keeps by default.
+const DefaultAuditSize = 1000
+
+// Options configure a [Handler].
+type Options struct {
+	// Token is the secret every request must present as a bearer token.
+	// Required: [New] refuses an empty one.
+	Token string
+	// Logger receives one line per audit entry (level info, message "admin
+	// audit") and per refused token (level warn). Nil discards them.
+	Logger *slog.Logger
+	// AuditSize is how many audit entries are kept in memory, the oldest
+	// dropped first. 0 means [DefaultAuditSize].
+	AuditSize int
+	// Now returns the current time, for the audit log. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler serves the admin API. Create it with [New]. It is safe for
+// concurrent use.
+type Handler struct {
+	engine *engine.Engine
+	token  [sha256.Size]byte
+	logger *slog.Logger
+	now    func() time.Time
+	mux    *http.ServeMux
+
+	mu    sync.Mutex
+	audit []AuditEntry // a ring: next is the slot of the next entry
+	next  int
+	full  bool
+	seq   int64
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns the admin API over e: its rules, its store (inspect and
+// reset go to e's store, with no failure policy).
+func New(e *engine.Engine, opts Options) (*Handler, error) {
+	if opts.Token == "" {
+		return nil, errors.New("admin: an empty token: the API needs one")
+	}
+	if opts.AuditSize < 0 {
+		return nil, fmt.Errorf("admin: audit size %d: want 0 (the default) or more", opts.AuditSize)
+	}
+	if opts.AuditSize == 0 {
+		opts.AuditSize = DefaultAuditSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{
+		engine: e,
+		token:  sha256.Sum256([]byte(opts.Token)),
+		logger: opts.Logger,
+		now:    opts.Now,
+		mux:    http.NewServeMux(),
+		audit:  make([]AuditEntry, opts.AuditSize),
+	}
+	h.mux.HandleFunc("GET /admin/v1/rules", h.rules)
+	h.mux.HandleFunc("POST /admin/v1/inspect", h.inspect)
+	h.mux.HandleFunc("POST /admin/v1/reset", h.reset)
+	h.mux.HandleFunc("GET /admin/v1/audit", h.auditLog)
+	return h, nil
+}
+
+// ServeHTTP checks the token, then serves the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		h.logger.Warn("admin: request without the right token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="floodgate admin"`)
+		writeError(w, http.StatusUnauthorized, "a bearer token is required: Authorization: Bearer <token>")
+		return
+	}
+	// The mux answers 404 and 405 in plain text; the API answers JSON.
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		allow := allowed(r.URL.Path)
+		if allow == "" {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: want %s", r.Method, r.URL.Path, allow))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// allowed returns the method path takes, "" for an unknown path.
+func allowed(path string) string {
+	switch path {
+	case "/admin/v1/rules", "/admin/v1/audit":
+		return http.MethodGet
+	case "/admin/v1/inspect", "/admin/v1/reset":
+		return http.MethodPost
+	}
+	return ""
+}
+
+// authorized reports whether r carries the token, compared in constant time.
+func (h *Handler) authorized(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], h.token[:]) == 1
+}
+
+// RulesResponse is the answer to GET /admin/v1/rules.
+type RulesResponse struct {
+	// Version identifies the rule files' contents; "" when no rules are
+	// loaded.
+	Version string `json:"version"`
+	// Files are the rule files loaded, in load order.
+	Files   []string      `json:"files"`
+	Domains []DomainRules `json:"domains"`
+}
+
+// DomainRules are one domain's rules, in the order they were written.
+type DomainRules struct {
+	Domain string     `json:"domain"`
+	Rules  []RuleView `json:"rules"`
+}
+
+// RuleView is one rule as the admin API shows it.
+type RuleView struct {
+	ID           string      `json:"id"`
+	Name         string      `json:"name,omitempty"`
+	Limits       []LimitView `json:"limits"`
+	Unlimited    bool        `json:"unlimited,omitempty"`
+	Deny         bool        `json:"deny,omitempty"`
+	ShadowMode   bool        `json:"shadow_mode,omitempty"`
+	Consistency  string      `json:"consistency"`
+	OnStoreError string      `json:"on_store_error,omitempty"`
+	Replaces     []string    `json:"replaces,omitempty"`
+}
+
+// LimitView is a limit, and in an inspect or reset answer its state: the
+// units left and how long until it is back to full capacity.
+type LimitView struct {
+	Algorithm string `json:"algorithm"`
+	Quota     int64  `json:"quota"`
+	Window    string `json:"window"`
+	Burst     int64  `json:"burst,omitempty"`
+
+	Remaining    *int64 `json:"remaining,omitempty"`
+	ResetAfter   string `json:"reset_after,omitempty"`
+	ResetAfterMS *int64 `json:"reset_after_ms,omitempty"`
+}
+
+func limitView(l floodgate.Limit) LimitView {
+	v := LimitView{Algorithm: l.Algorithm.String(), Quota: l.Quota, Window: httpapi.FormatDuration(l.Window)}
+	if l.Algorithm == floodgate.TokenBucket || l.Algorithm == floodgate.GCRA {
+		v.Burst = l.Capacity()
+	}
+	return v
+}
+
+func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
+	set := h.engine.Rules()
+	resp := RulesResponse{Version: set.Version(), Files: set.Files(), Domains: []DomainRules{}}
+	if resp.Files == nil {
+		resp.Files = []string{}
+	}
+	for _, d := range set.Domains() {
+		dr := DomainRules{Domain: d, Rules: []RuleView{}}
+		for _, rule := range set.Rules(d) {
+			v := RuleView{
+				ID:           rule.ID,
+				Name:         rule.Name,
+				Limits:       []LimitView{},
+				Unlimited:    rule.Unlimited,
+				Deny:         rule.Deny,
+				ShadowMode:   rule.ShadowMode,
+				Consistency:  rule.Consistency.String(),
+				OnStoreError: rule.OnStoreError.String(),
+				Replaces:     rule.Replaces,
+			}
+			for _, l := range rule.Limits {
+				v.Limits = append(v.Limits, limitView(l))
+			}
+			dr.Rules = append(dr.Rules, v)
+		}
+		resp.Domains = append(resp.Domains, dr)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// KeyRequest is the body of POST /admin/v1/inspect and /admin/v1/reset:
+//
+//	{"domain":"api","descriptor":[{"key":"user","value":"42"}]}
+//
+// Unknown fields are rejected.
+type KeyRequest struct {
+	Domain     string  `json:"domain"`
+	Descriptor []Entry `json:"descriptor"`
+}
+
+// Entry is one entry of a descriptor.
+type Entry struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// KeyResponse is the answer to POST /admin/v1/inspect and /admin/v1/reset.
+type KeyResponse struct {
+	Domain     string  `json:"domain"`
+	Descriptor []Entry `json:"descriptor"`
+	// Rule is the ID of the rule the descriptor matches.
+	Rule string `json:"rule"`
+	// Tier is the tier whose limits apply, when one does.
+	Tier string `json:"tier,omitempty"`
+	// Key is the store key of the descriptor's state.
+	Key         string `json:"key"`
+	Consistency string `json:"consistency"`
+	// Limits are the limits in force and their state.
+	Limits []LimitView `json:"limits"`
+	// Reset is set by /admin/v1/reset.
+	Reset bool `json:"reset,omitempty"`
+}
+
+// readKey decodes a KeyRequest and matches its descriptor. It answers the
+// error itself and returns ok false when it cannot go on.
+func (h *Handler) readKey(w http.ResponseWriter, r *http.Request) (req KeyRequest, m rules.Match, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxBodyBytes))
+			return req, m, false
+		}
+		writeError(w, http.StatusBadRequest, "malformed request: "+err.Error())
+		return req, m, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "malformed request: more than one JSON value")
+		return req, m, false
+	}
+	if req.Domain == "" {
+		writeError(w, http.StatusBadRequest, "domain: required")
+		return req, m, false
+	}
+	if len(req.Descriptor) == 0 {
+		writeError(w, http.StatusBadRequest, "descriptor: want at least one entry")
+		return req, m, false
+	}
+	entries := make([]rules.Entry, len(req.Descriptor))
+	for i, e := range req.Descriptor {
+		if e.Key == "" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("descriptor[%d].key: required", i))
+			return req, m, false
+		}
+		entries[i] = rules.Entry{Key: e.Key, Value: e.Value}
+	}
+	m, matched := h.engine.Rules().Match(req.Domain, entries)
+	if !matched {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rule of domain %q matches %s", req.Domain, describe(req.Descriptor)))
+		return req, m, false
+	}
+	return req, m, true
+}
+
+func describe(d []Entry) string {
+	parts := make([]string, len(d))
+	for i, e := range d {
+		parts[i] = e.Key + "=" + e.Value
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+func (h *Handler) inspect(w http.ResponseWriter, r *http.Request) {
+	req, m, ok := h.readKey(w, r)
+	if !ok {
+		return
+	}
+	resp, status, msg := h.state(r, req, m)
+	if status != http.StatusOK {
+		writeError(w, status, msg)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// state reads the descriptor's state (cost 0) from the store, with no
+// failure policy: when the store cannot answer, neither does the API.
+func (h *Handler) state(r *http.Request, req KeyRequest, m rules.Match) (KeyResponse, int, string) {
+	resp := KeyResponse{
+		Domain:      req.Domain,
+		Descriptor:  req.Descriptor,
+		Rule:        m.Rule.ID,
+		Tier:        m.Tier,
+		Key:         m.Key,
+		Consistency: m.Rule.Consistency.String(),
+		Limits:      []LimitView{},
+	}
+	for _, l := range m.Limits {
+		resp.Limits = append(resp.Limits, limitView(l))
+	}
+	if m.Unlimited || m.Deny {
+		return resp, http.StatusOK, ""
+	}
+	each, err := h.engine.Peek(r.Context(), m)
+	if err != nil {
+		return resp, http.StatusServiceUnavailable, "the store cannot answer: " + err.Error()
+	}
+	for i, res := range each {
+		rem, ms := res.Remaining, ceilMS(res.ResetAfter)
+		resp.Limits[i].Remaining = &rem
+		resp.Limits[i].ResetAfter = httpapi.FormatDuration(res.ResetAfter)
+		resp.Limits[i].ResetAfterMS = &ms
+	}
+	return resp, http.StatusOK, ""
+}
+
+func ceilMS(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
+	req, m, ok := h.readKey(w, r)
+	if !ok {
+		return
+	}
+	entry := AuditEntry{Action: "reset", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
+	refuse := func(status int, msg string) {
+		entry.Outcome = msg
+		h.record(entry)
+		writeError(w, status, msg)
+	}
+	switch {
+	case m.Unlimited:
+		refuse(http.StatusConflict, fmt.Sprintf("rule %s is unlimited: it keeps no state to reset", m.Rule.ID))
+		return
+	case m.Deny:
+		refuse(http.StatusConflict, fmt.Sprintf("rule %s denies every request: it keeps no state to reset", m.Rule.ID))
+		return
+	case m.Rule.Consistency == rules.Approximate:
+		refuse(http.StatusConflict, fmt.Sprintf("rule %s is approximate: its counts are kept in every instance and cannot be reset from one", m.Rule.ID))
+		return
+	}
+	if err := floodgate.Reset(r.Context(), h.engine.Store(), m.Key, m.Limits); err != nil {
+		if errors.Is(err, floodgate.ErrNoReset) {
+			refuse(http.StatusConflict, "the store cannot reset keys")
+			return
+		}
+		refuse(http.StatusServiceUnavailable, "the store cannot reset the key: "+err.Error())
+		return
+	}
+	entry.Outcome = "done"
+	h.record(entry)
+	resp, status, msg := h.state(r, req, m)
+	resp.Reset = true
+	if status != http.StatusOK {
+		// The reset is done; only the state after it is missing.
+		h.logger.Warn("admin: reset done, but its state cannot be read", "key", m.Key, "err", msg)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// AuditEntry is one change made through the admin API, or refused.
+type AuditEntry struct {
+	// Seq numbers the entries from 1, in the order they were made.
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	Action     string    `json:"action"`
+	Remote     string    `json:"remote"`
+	Domain     string    `json:"domain"`
+	Descriptor []Entry   `json:"descriptor"`
+	Rule       string    `json:"rule"`
+	Key        string    `json:"key"`
+	// Outcome is "done", or why the change was refused or failed.
+	Outcome string `json:"outcome"`
+}
+
+// record appends e to the audit log and logs it.
+func (h *Handler) record(e AuditEntry) {
+	h.mu.Lock()
+	h.seq++
+	e.Seq, e.Time = h.seq, h.now().UTC()
+	h.audit[h.next] = e
+	h.next++
+	if h.next == len(h.audit) {
+		h.next, h.full = 0, true
+	}
+	h.mu.Unlock()
+	h.logger.Info("admin audit", "seq", e.Seq, "action", e.Action, "remote", e.Remote, "domain", e.Domain,
+		"descriptor", describe(e.Descriptor), "rule", e.Rule, "key", e.Key, "outcome", e.Outcome)
+}
+
+// Audit returns the audit entries kept, newest first.
+func (h *Handler) Audit() []AuditEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.next
+	if h.full {
+		n = len(h.audit)
+	}
+	out := make([]AuditEntry, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, h.audit[(h.next-i+len(h.audit))%len(h.audit)])
+	}
+	return out
+}
+
+// AuditResponse is the answer to GET /admin/v1/audit.
+type AuditResponse struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit()})
+}
+
+type problem struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, problem{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":"cannot encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,328 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/admin"
+	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/rules"
+	"github.com/floodgate/floodgate/store/memory"
+)
+
+const token = "s3cret-token"
+
+const config = `
+domain: api
+tiers:
+  - name: premium
+    key: api_key
+    values: [gold]
+descriptors:
+  - key: api_key
+    rate_limits:
+      - {requests_per_unit: 3, window: 1m, algorithm: token_bucket}
+      - {requests_per_unit: 100, unit: day}
+    tiers:
+      premium:
+        rate_limits:
+          - {requests_per_unit: 30, window: 1m, algorithm: token_bucket}
+  - key: user
+    rate_limit: {requests_per_unit: 2, unit: minute, algorithm: sliding_window_log}
+  - key: region
+    consistency: approximate
+    rate_limit: {requests_per_unit: 5, unit: minute}
+  - key: remote_address
+    value: 192.0.2.1
+    rate_limit: {unlimited: true}
+  - key: remote_address
+    value: 192.0.2.66
+    rate_limit: {requests_per_unit: 0, unit: second}
+`
+
+type fixture struct {
+	eng *engine.Engine
+	h   *admin.Handler
+	srv *httptest.Server
+}
+
+func newFixture(t *testing.T, opts admin.Options) *fixture {
+	t.Helper()
+	set, err := rules.Parse("test.yaml", []byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memory.New(memory.Options{})
+	t.Cleanup(func() { st.Close() })
+	eng := engine.New(st, engine.Static(set), nil)
+	if opts.Token == "" {
+		opts.Token = token
+	}
+	h, err := admin.New(eng, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &fixture{eng: eng, h: h, srv: srv}
+}
+
+// do sends a request with the token (auth "" sends no Authorization
+// header) and decodes a JSON answer into out when out is not nil.
+func (f *fixture) do(t *testing.T, method, path, auth, body string, out any) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s %s: Content-Type %q, want application/json; body %s", method, path, ct, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return resp
+}
+
+// decide spends one unit of the descriptor, as a front would.
+func (f *fixture) decide(t *testing.T, entries ...rules.Entry) engine.Code {
+	t.Helper()
+	_, code, err := f.eng.Decide(context.Background(), "api", [][]rules.Entry{entries}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+const bearer = "Bearer " + token
+
+func TestToken(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	for _, auth := range []string{"", "Bearer", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token} {
+		var p struct{ Error string }
+		resp := f.do(t, "GET", "/admin/v1/rules", auth, "", &p)
+		if resp.StatusCode != http.StatusUnauthorized || p.Error == "" {
+			t.Errorf("Authorization %q: %d %q, want 401 with an error", auth, resp.StatusCode, p.Error)
+		}
+		if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Bearer") {
+			t.Errorf("Authorization %q: WWW-Authenticate %q", auth, got)
+		}
+	}
+	// A reset without the token changes nothing and is not audited.
+	for range 3 {
+		f.decide(t, rules.Entry{Key: "user", Value: "ann"})
+	}
+	if resp := f.do(t, "POST", "/admin/v1/reset", "Bearer nope", `{"domain":"api","descriptor":[{"key":"user","value":"ann"}]}`, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("reset with a wrong token: %d", resp.StatusCode)
+	}
+	if code := f.decide(t, rules.Entry{Key: "user", Value: "ann"}); code != engine.OverLimit {
+		t.Errorf("after a refused reset: %v, want OVER_LIMIT", code)
+	}
+	if a := f.h.Audit(); len(a) != 0 {
+		t.Errorf("audit after a refused token: %+v", a)
+	}
+	if resp := f.do(t, "GET", "/admin/v1/rules", "bearer "+token, "", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("scheme in lower case: %d", resp.StatusCode)
+	}
+	if _, err := admin.New(f.eng, admin.Options{}); err == nil {
+		t.Error("New with no token: no error")
+	}
+}
+
+func TestInspectConsumesNothing(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	f.decide(t, rules.Entry{Key: "api_key", Value: "k1"})
+	body := `{"domain":"api","descriptor":[{"key":"api_key","value":"k1"}]}`
+	for range 3 {
+		var got admin.KeyResponse
+		if resp := f.do(t, "POST", "/admin/v1/inspect", bearer, body, &got); resp.StatusCode != http.StatusOK {
+			t.Fatalf("inspect: %d %+v", resp.StatusCode, got)
+		}
+		if got.Rule != "api.api_key" || got.Key == "" || got.Consistency != "strict" || len(got.Limits) != 2 {
+			t.Fatalf("inspect: %+v", got)
+		}
+		bucket, day := got.Limits[0], got.Limits[1]
+		if bucket.Algorithm != "token_bucket" || bucket.Quota != 3 || bucket.Window != "1m" || *bucket.Remaining != 2 ||
+			*bucket.ResetAfterMS > 20_000 || *bucket.ResetAfterMS < 19_000 {
+			t.Errorf("token bucket after one decision: %+v (remaining %d, reset %d ms), want 2 left, full in 20s", bucket, *bucket.Remaining, *bucket.ResetAfterMS)
+		}
+		if day.Algorithm != "fixed_window" || day.Quota != 100 || *day.Remaining != 99 {
+			t.Errorf("day limit after one decision: %+v (remaining %d)", day, *day.Remaining)
+		}
+	}
+	// A tier's limits are the ones shown.
+	var gold admin.KeyResponse
+	f.do(t, "POST", "/admin/v1/inspect", bearer, `{"domain":"api","descriptor":[{"key":"api_key","value":"gold"}]}`, &gold)
+	if gold.Tier != "premium" || len(gold.Limits) != 1 || gold.Limits[0].Quota != 30 || *gold.Limits[0].Remaining != 30 {
+		t.Errorf("premium key: %+v", gold)
+	}
+	// Unlimited and deny rules have no state: their limits are shown bare.
+	var free admin.KeyResponse
+	if resp := f.do(t, "POST", "/admin/v1/inspect", bearer, `{"domain":"api","descriptor":[{"key":"remote_address","value":"192.0.2.66"}]}`, &free); resp.StatusCode != http.StatusOK || free.Limits == nil {
+		t.Errorf("deny rule: %d %+v", resp.StatusCode, free)
+	}
+	var nf struct{ Error string }
+	if resp := f.do(t, "POST", "/admin/v1/inspect", bearer, `{"domain":"api","descriptor":[{"key":"nothing","value":"x"}]}`, &nf); resp.StatusCode != http.StatusNotFound || !strings.Contains(nf.Error, "nothing=x") {
+		t.Errorf("no rule: %d %q, want 404 naming the descriptor", resp.StatusCode, nf.Error)
+	}
+}
+
+func TestReset(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	f := newFixture(t, admin.Options{Now: func() time.Time { return now }})
+	ann := rules.Entry{Key: "user", Value: "ann"}
+	bob := rules.Entry{Key: "user", Value: "bob"}
+	for range 2 {
+		f.decide(t, ann)
+		f.decide(t, bob)
+	}
+	if f.decide(t, ann) != engine.OverLimit || f.decide(t, bob) != engine.OverLimit {
+		t.Fatal("a third request of 2 per minute admitted")
+	}
+	var got admin.KeyResponse
+	resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"user","value":"ann"}]}`, &got)
+	if resp.StatusCode != http.StatusOK || !got.Reset || *got.Limits[0].Remaining != 2 {
+		t.Fatalf("reset: %d %+v", resp.StatusCode, got)
+	}
+	if f.decide(t, ann) != engine.OK || f.decide(t, ann) != engine.OK || f.decide(t, ann) != engine.OverLimit {
+		t.Error("after the reset ann did not get exactly a fresh quota of 2")
+	}
+	if f.decide(t, bob) != engine.OverLimit {
+		t.Error("bob's state was reset with ann's")
+	}
+
+	// Refused resets are audited too; a descriptor with no rule is not.
+	for _, c := range []struct{ desc, msg string }{
+		{`[{"key":"region","value":"eu"}]`, "approximate"},
+		{`[{"key":"remote_address","value":"192.0.2.1"}]`, "unlimited"},
+		{`[{"key":"remote_address","value":"192.0.2.66"}]`, "denies every request"},
+	} {
+		var p struct{ Error string }
+		resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":`+c.desc+`}`, &p)
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(p.Error, c.msg) {
+			t.Errorf("reset %s: %d %q, want 409 saying %q", c.desc, resp.StatusCode, p.Error, c.msg)
+		}
+	}
+	if resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"nothing","value":"x"}]}`, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("reset with no rule: %d, want 404", resp.StatusCode)
+	}
+
+	var audit admin.AuditResponse
+	f.do(t, "GET", "/admin/v1/audit", bearer, "", &audit)
+	if len(audit.Entries) != 4 {
+		t.Fatalf("audit: %d entries, want 4: %+v", len(audit.Entries), audit.Entries)
+	}
+	first := audit.Entries[3]
+	if first.Seq != 1 || first.Action != "reset" || first.Outcome != "done" || first.Rule != "api.user" || first.Key != got.Key ||
+		!first.Time.Equal(now) || first.Remote == "" || len(first.Descriptor) != 1 || first.Descriptor[0].Value != "ann" {
+		t.Errorf("first audit entry: %+v", first)
+	}
+	if newest := audit.Entries[0]; newest.Seq != 4 || !strings.Contains(newest.Outcome, "denies every request") {
+		t.Errorf("newest audit entry: %+v", newest)
+	}
+}
+
+func TestAuditKeepsTheNewest(t *testing.T) {
+	f := newFixture(t, admin.Options{AuditSize: 2})
+	for _, v := range []string{"a", "b", "c"} {
+		if resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"user","value":"`+v+`"}]}`, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("reset %s: %d", v, resp.StatusCode)
+		}
+	}
+	a := f.h.Audit()
+	if len(a) != 2 || a[0].Seq != 3 || a[0].Descriptor[0].Value != "c" || a[1].Seq != 2 {
+		t.Errorf("audit of size 2 after 3 resets: %+v", a)
+	}
+	if _, err := admin.New(f.eng, admin.Options{Token: token, AuditSize: -1}); err == nil {
+		t.Error("a negative audit size: no error")
+	}
+}
+
+func TestRules(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	var got admin.RulesResponse
+	if resp := f.do(t, "GET", "/admin/v1/rules", bearer, "", &got); resp.StatusCode != http.StatusOK {
+		t.Fatalf("rules: %d", resp.StatusCode)
+	}
+	if got.Version == "" || len(got.Domains) != 1 || got.Domains[0].Domain != "api" {
+		t.Fatalf("rules: %+v", got)
+	}
+	byID := map[string]admin.RuleView{}
+	for _, r := range got.Domains[0].Rules {
+		byID[r.ID] = r
+	}
+	if r := byID["api.region"]; r.Consistency != "approximate" || len(r.Limits) != 1 || r.Limits[0].Quota != 5 {
+		t.Errorf("api.region: %+v", r)
+	}
+	if r := byID["api.api_key"]; len(r.Limits) != 2 || r.Limits[0].Algorithm != "token_bucket" || r.Limits[0].Burst != 3 {
+		t.Errorf("api.api_key: %+v", r)
+	}
+	if len(byID) != 5 {
+		t.Errorf("%d rules, want 5: %+v", len(byID), got.Domains[0].Rules)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		msg                string
+	}{
+		{"POST", "/admin/v1/inspect", `{"domain":"api"`, 400, "malformed"},
+		{"POST", "/admin/v1/inspect", `{"domain":"api","descriptor":[{"key":"user","value":"a"}],"extra":1}`, 400, "extra"},
+		{"POST", "/admin/v1/inspect", `{"domain":"api","descriptor":[{"key":"user","value":"a"}]} {}`, 400, "more than one"},
+		{"POST", "/admin/v1/inspect", `{"descriptor":[{"key":"user","value":"a"}]}`, 400, "domain"},
+		{"POST", "/admin/v1/reset", `{"domain":"api","descriptor":[]}`, 400, "descriptor"},
+		{"POST", "/admin/v1/reset", `{"domain":"api","descriptor":[{"value":"a"}]}`, 400, "descriptor[0].key"},
+		{"POST", "/admin/v1/reset", `{"domain":"api","descriptor":[{"key":"user","value":"` + strings.Repeat("x", admin.MaxBodyBytes) + `"}]}`, 413, "body over"},
+		{"GET", "/admin/v1/reset", "", 405, "want POST"},
+		{"DELETE", "/admin/v1/rules", "", 405, "want GET"},
+		{"GET", "/admin/v1/nothing", "", 404, "no endpoint"},
+	} {
+		var p struct{ Error string }
+		resp := f.do(t, c.method, c.path, bearer, c.body, &p)
+		if resp.StatusCode != c.status || !strings.Contains(p.Error, c.msg) {
+			t.Errorf("%s %s %.60s: %d %q, want %d saying %q", c.method, c.path, c.body, resp.StatusCode, p.Error, c.status, c.msg)
+		}
+	}
+	if a := f.h.Audit(); len(a) != 0 {
+		t.Errorf("bad requests were audited: %+v", a)
+	}
+}
+
+// A store that cannot answer: 503, and a failed reset is audited as such.
+func TestStoreDown(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	f.eng.Store().Close()
+	body := `{"domain":"api","descriptor":[{"key":"user","value":"a"}]}`
+	for _, path := range []string{"/admin/v1/inspect", "/admin/v1/reset"} {
+		var p struct{ Error string }
+		if resp := f.do(t, "POST", path, bearer, body, &p); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(p.Error, "closed") {
+			t.Errorf("%s on a closed store: %d %q, want 503", path, resp.StatusCode, p.Error)
+		}
+	}
+	if a := f.h.Audit(); len(a) != 1 || !strings.Contains(a[0].Outcome, "cannot reset") {
+		t.Errorf("audit of a failed reset: %+v", a)
+	}
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/floodgate/floodgate/internal/proctest"
+	"github.com/floodgate/floodgate/internal/redistest"
+	"github.com/floodgate/floodgate/overlimit"
+)
+
+const adminToken = "test-admin-token-0123456789"
+
+// Three requests a day per user, from a token bucket: nothing refills
+// during a test.
+const adminRules = `
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {requests_per_unit: 3, window: 24h, algorithm: token_bucket}
+`
+
+// startAdmin starts n serve processes with the admin API on, sharing the
+// given flags, and returns them.
+func startAdmin(t *testing.T, n int, args ...string) []*proctest.Process {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(cfg, []byte(adminRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return proctest.StartN(t, n, proctest.Options{
+		Args: append([]string{"serve", "--config", cfg}, args...),
+		Env:  []string{"FLOODGATE_ADMIN_TOKEN=" + adminToken},
+		Wait: []string{"http", "admin"},
+	})
+}
+
+// adminCall sends one admin request with token tok and returns the status
+// and the decoded body.
+func adminCall(t *testing.T, p *proctest.Process, method, path, tok, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+p.Addr("admin")+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp.StatusCode, out
+}
+
+const userAnn = `{"domain":"api","descriptor":[{"key":"user","value":"ann"}]}`
+
+// remaining returns the units left of an inspect or reset answer's only
+// limit.
+func remaining(t *testing.T, body map[string]any) float64 {
+	t.Helper()
+	limits, _ := body["limits"].([]any)
+	if len(limits) != 1 {
+		t.Fatalf("limits: %v", body)
+	}
+	r, ok := limits[0].(map[string]any)["remaining"].(float64)
+	if !ok {
+		t.Fatalf("no remaining: %v", body)
+	}
+	return r
+}
+
+// spend sends requests for user ann through POST /json of p and returns
+// how many were admitted.
+func spend(t *testing.T, p *proctest.Process, n int) int {
+	t.Helper()
+	ok := 0
+	for range n {
+		if envoyJSON(t, p.URL("/json"), "api", "user", "ann") == http.StatusOK {
+			ok++
+		}
+	}
+	return ok
+}
+
+// TestAdminAPI: on the memory store, the admin API sees what POST /json
+// spent, resets it, audits the reset and refuses a request without the
+// token.
+func TestAdminAPI(t *testing.T) {
+	p := startAdmin(t, 1, "--store", "memory")[0]
+	if got := spend(t, p, 5); got != 3 {
+		t.Fatalf("admitted %d of 5, want 3", got)
+	}
+	if code, body := adminCall(t, p, "POST", "/admin/v1/inspect", "", userAnn); code != http.StatusUnauthorized {
+		t.Errorf("inspect without the token: %d %v", code, body)
+	}
+	code, body := adminCall(t, p, "POST", "/admin/v1/inspect", adminToken, userAnn)
+	if code != http.StatusOK || remaining(t, body) != 0 || body["rule"] != "api.user" {
+		t.Fatalf("inspect: %d %v", code, body)
+	}
+	code, body = adminCall(t, p, "POST", "/admin/v1/reset", adminToken, userAnn)
+	if code != http.StatusOK || body["reset"] != true || remaining(t, body) != 3 {
+		t.Fatalf("reset: %d %v", code, body)
+	}
+	if got := spend(t, p, 5); got != 3 {
+		t.Errorf("after the reset: admitted %d of 5, want 3", got)
+	}
+	code, body = adminCall(t, p, "GET", "/admin/v1/audit", adminToken, "")
+	entries, _ := body["entries"].([]any)
+	if code != http.StatusOK || len(entries) != 1 || entries[0].(map[string]any)["outcome"] != "done" {
+		t.Errorf("audit: %d %v", code, body)
+	}
+	if !strings.Contains(p.Stderr(), "admin audit") {
+		t.Errorf("no audit line in the log:\n%s", p.Stderr())
+	}
+}
+
+// TestAdminRedis: two processes share a Redis server with the whole stack
+// (over-limit cache, batching, breaker). A reset through one process's admin
+// API gives the client a fresh quota of exactly 3 across both.
+func TestAdminRedis(t *testing.T) {
+	srv := redistest.StartServer(t)
+	ps := startAdmin(t, 2, "--store", "redis://"+srv.Addr, "--store-timeout", "2s")
+	if got := spend(t, ps[0], 4) + spend(t, ps[1], 2); got != 3 {
+		t.Fatalf("admitted %d of 6 on two processes, want 3", got)
+	}
+	code, body := adminCall(t, ps[1], "POST", "/admin/v1/inspect", adminToken, userAnn)
+	if code != http.StatusOK || remaining(t, body) != 0 {
+		t.Fatalf("inspect on the second process: %d %v", code, body)
+	}
+	// Both processes hold the denial in their over-limit caches. The reset
+	// through the first forgets its own at once; the second's answers for
+	// at most --overlimit-max-lifetime (1s) after it was cached.
+	code, body = adminCall(t, ps[0], "POST", "/admin/v1/reset", adminToken, userAnn)
+	if code != http.StatusOK || remaining(t, body) != 3 {
+		t.Fatalf("reset: %d %v", code, body)
+	}
+	reset := time.Now()
+	if got := spend(t, ps[0], 2); got != 2 {
+		t.Errorf("after the reset, through the process that reset: admitted %d of 2, want 2", got)
+	}
+	time.Sleep(overlimit.DefaultMaxLifetime + 100*time.Millisecond - time.Since(reset))
+	if got := spend(t, ps[1], 2); got != 1 {
+		t.Errorf("1.1s after the reset, through the other process: admitted %d of 2, want the last unit", got)
+	}
+	if got := spend(t, ps[0], 1); got != 0 {
+		t.Errorf("past the fresh quota: admitted %d", got)
+	}
+}
+
+// TestAdminOff: without a token the admin API does not listen; a token too
+// short, or two ways of giving one, stop serve before it starts.
+func TestAdminOff(t *testing.T) {
+	p := proctest.Serve(t, "--store", "memory")
+	if p.Addr("admin") != "" || !strings.Contains(p.Stderr(), "admin API off") {
+		t.Errorf("admin API without a token: addr %q; log:\n%s", p.Addr("admin"), p.Stderr())
+	}
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--admin-token", "short"}, "want at least 16"},
+		{[]string{"--admin-token", adminToken, "--admin-token-file", file}, "both set"},
+		{[]string{"--admin-token-file", file + ".missing"}, "no such file"},
+	} {
+		_, stderr, code := proctest.Run(t, nil, append([]string{"serve", "--store", "memory"}, c.args...)...)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("serve %v: exit %d, want 2 saying %q; stderr:\n%s", c.args, code, c.want, stderr)
+		}
+	}
+	// The token from a file works.
+	p = proctest.Start(t, proctest.Options{Args: []string{"serve", "--store", "memory", "--admin-token-file", file}, Wait: []string{"http", "admin"}})
+	if code, body := adminCall(t, p, "GET", "/admin/v1/rules", adminToken, ""); code != http.StatusOK {
+		t.Errorf("rules with the file's token: %d %v", code, body)
+	}
+}
