@@ -49,6 +49,14 @@
 // /v1/check) with the same store and the same failure handling, under
 // [Options.OnStoreError].
 //
+// # Concurrency leases
+//
+// A descriptor whose limits include a concurrency limit acquires a lease of
+// its own, named in [Status.Lease]. A front that knows when the request
+// ends (the net/http middleware, the gateway) gives it back with
+// [Engine.Release], so the limit counts requests in flight. Envoy's API has
+// no such call: there the lease only expires, after the limit's window.
+//
 // # Observing
 //
 // [Options.Observe] is told of every call, with the front it came through
@@ -61,6 +69,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +141,11 @@ type Status struct {
 	Policy rules.FailurePolicy
 	// StoreErr is the store's error when Policy is set.
 	StoreErr error
+	// Lease names the lease the descriptor's concurrency limits hold, when
+	// it has one and they admitted it (by the store or the local policy):
+	// release it with [Engine.Release] when the request is done, or it
+	// expires after the limit's window.
+	Lease string
 }
 
 // Engine decides requests against a store and the rules in force. Create it
@@ -477,6 +492,7 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 					Limits: m.Limits,
 					Cost:   sts[i].Hits,
 					Now:    now,
+					Lease:  leaseFor(m.Limits, sts[i].Hits),
 					Each:   each[start:len(each):len(each)],
 				})
 				idx = append(idx, i)
@@ -507,6 +523,9 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		st.Decided = true
 		st.Result = ops[j].Result
 		st.Each = ops[j].Each
+		if ops[j].Lease != "" && st.Result.Allowed && (st.Policy == rules.FailureDefault || st.Policy == rules.FailLocal) {
+			st.Lease = ops[j].Lease
+		}
 		for k, l := range st.Match.Limits {
 			if l == st.Result.Limit && k < len(st.Match.Units) {
 				st.Unit = st.Match.Units[k]
@@ -538,6 +557,69 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		}
 	}
 	return sts, overall, nil
+}
+
+// leaseFor returns a new lease name for an op of cost hits under limits
+// when one of them is a concurrency limit, "" otherwise.
+func leaseFor(limits []floodgate.Limit, hits int64) string {
+	if hits <= 0 {
+		return ""
+	}
+	for _, l := range limits {
+		if l.Algorithm == floodgate.Concurrency {
+			return strconv.FormatUint(rand.Uint64(), 36)
+		}
+	}
+	return ""
+}
+
+// Release gives back the leases sts hold ([Status.Lease]), as Decide
+// returned them, once the request is done: those the store granted in one
+// store call, those the local policy granted to the local store. A lease
+// the local policy granted while the number of live instances was another
+// is not found there, and expires after its window. Releasing a lease that
+// has expired is not an error. The error wraps [ErrStore]; the leases it
+// could not release expire after their window.
+func (e *Engine) Release(ctx context.Context, sts []Status) error {
+	var ops, lops []floodgate.Op
+	for i := range sts {
+		st := &sts[i]
+		if st.Lease == "" {
+			continue
+		}
+		op := floodgate.Op{Key: st.Match.Key, Limits: st.Match.Limits, Lease: st.Lease, Release: true}
+		if st.Policy == rules.FailLocal {
+			lops = append(lops, op)
+		} else {
+			ops = append(ops, op)
+		}
+	}
+	var errs []error
+	if len(ops) > 0 {
+		if err := e.store.Decide(ctx, ops); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(lops) > 0 && e.local != nil {
+		n := 1
+		if e.opts.Instances != nil {
+			n = max(e.opts.Instances(), 1)
+		}
+		for i := range lops {
+			limits := make([]floodgate.Limit, len(lops[i].Limits))
+			for k, l := range lops[i].Limits {
+				limits[k] = Share(l, n)
+			}
+			lops[i].Limits = limits
+		}
+		if err := e.local.Decide(ctx, lops); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: releasing leases: %w", ErrStore, err)
+	}
+	return nil
 }
 
 // fallback decides by failure policy the ops the store could not decide

@@ -1,9 +1,11 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/headers"
@@ -33,6 +35,12 @@ import (
 // unmatched descriptors are not advertised either. A requests_per_unit 0 rule
 // denies with no Retry-After (no wait helps) and is named in the problem's
 // violated-policies.
+//
+// A rule with a concurrency limit counts requests in flight: each admitted
+// request holds a lease ([engine.Status.Lease]) until the wrapped handler
+// returns, or until the request is denied by another descriptor, and a
+// lease its instance never gave back (the process died) expires after the
+// limit's window.
 //
 // Rules returns an error when e is nil or domain is empty. The middleware is
 // safe for concurrent use.
@@ -84,6 +92,9 @@ func (m *ruled) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 		return
 	}
+	if held(sts) {
+		defer m.release(r, sts)
+	}
 	deny := cost > 0 && code == engine.OverLimit
 	var stack [8]headers.Policy
 	policies := headers.Policies(stack[:0], sts)
@@ -106,4 +117,29 @@ func (m *ruled) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	next.ServeHTTP(w, r)
+}
+
+// held reports whether a status holds a concurrency lease.
+func held(sts []engine.Status) bool {
+	for i := range sts {
+		if sts[i].Lease != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseTimeout bounds the release of a request's leases.
+const releaseTimeout = 5 * time.Second
+
+// release gives back the concurrency leases of a request that is done
+// (served, denied by another descriptor, or cut off by its client): the
+// release does not end with the request's context. A lease that cannot be
+// released expires after its limit's window.
+func (m *ruled) release(r *http.Request, sts []engine.Status) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), releaseTimeout)
+	defer cancel()
+	if err := m.engine.Release(ctx, sts); err != nil {
+		m.logger.Warn("rate limit: concurrency leases not released; they expire after their window", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
 }

@@ -314,3 +314,76 @@ func TestProxyStoreOutage(t *testing.T) {
 		})
 	}
 }
+
+// inflightRules allows two requests in flight per client address on /up/,
+// across every proxy sharing the store.
+const inflightRules = `
+domain: gw
+requests:
+  descriptors:
+    - path_prefix: /up/
+      entries:
+        - {key: uploads, from: client_ip}
+descriptors:
+  - key: uploads
+    rate_limit: {requests_per_unit: 2, window: 10m, algorithm: concurrency}
+`
+
+// TestProxyInFlightRedis: two proxies on one Redis hold one request each in
+// flight; a third, through either, is denied until one ends, and every
+// lease comes back when its request is done.
+func TestProxyInFlightRedis(t *testing.T) {
+	entered := make(chan struct{}, 4)
+	finish := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/up/slow" {
+			entered <- struct{}{}
+			select {
+			case <-finish:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok\n")
+	}))
+	defer up.Close()
+	srv := redistest.StartServer(t)
+	ps := proctest.StartN(t, 2, proctest.Options{
+		Args: []string{"proxy", "--config", writeFile(t, "gw.yaml", inflightRules), "--store", "redis://" + srv.Addr, "--store-timeout", "2s"},
+		Env:  []string{"FLOODGATE_UPSTREAM=" + up.URL, "FLOODGATE_LISTEN=127.0.0.1:0"},
+	})
+	get := func(p *proctest.Process, path string) int {
+		t.Helper()
+		resp, err := client.Get(p.URL(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	slow := make(chan int, 2)
+	for _, p := range ps {
+		go func() { slow <- get(p, "/up/slow") }()
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a slow request never reached the upstream")
+		}
+	}
+	for i, p := range ps {
+		if got := get(p, "/up/fast"); got != http.StatusTooManyRequests {
+			t.Errorf("a third request in flight, through proxy %d: %d, want 429", i, got)
+		}
+	}
+	close(finish)
+	for range 2 {
+		if c := <-slow; c != http.StatusOK {
+			t.Errorf("a slow request: %d", c)
+		}
+	}
+	for i := range 6 {
+		if got := get(ps[i%2], "/up/fast"); got != http.StatusOK {
+			t.Errorf("request %d after the slow ones ended: %d, want 200 (their leases released)", i, got)
+		}
+	}
+}
