@@ -40,6 +40,7 @@ type proxyConfig struct {
 	shutdownTimeout time.Duration
 	metrics         string
 	admin           adminConfig
+	shed            shedConfig
 
 	stack stackConfig
 }
@@ -60,6 +61,7 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "listen `address` of GET /metrics (Prometheus), e.g. 127.0.0.1:9464 (default: not served; never on --listen, whose paths belong to the upstream)")
 	adminFlags(&cfg.admin, fs)
+	shedFlags(&cfg.shed, fs)
 	fs.DurationVar(&cfg.reloadInterval, "reload-interval", time.Second, "how often --config is checked for changes")
 	processFlags(fs, &cfg.logFormat, &cfg.logLevel, &cfg.shutdownTimeout)
 	stackFlags(&cfg.stack, fs)
@@ -68,7 +70,8 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 			"Rate-limits every request by the rules' request mapping (requests block) and\n"+
 			"forwards the admitted ones to --upstream, until SIGINT or SIGTERM. Denials get\n"+
 			"429 with Retry-After; an unreachable upstream gives 502. The store stack is\n"+
-			"serve's: when the store cannot decide, --on-store-error decides.\n"+
+			"serve's: when the store cannot decide, --on-store-error decides. With\n"+
+			"--shed-capacity, requests past this proxy's capacity get 503, lowest priority first.\n"+
 			"Every flag can also be set from FLOODGATE_<FLAG> (--upstream: FLOODGATE_UPSTREAM); the flag wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -87,6 +90,9 @@ func parseProxy(args []string, stderr io.Writer, lookup func(string) (string, bo
 	default:
 		if err = cfg.stack.check(); err == nil {
 			err = cfg.admin.check()
+		}
+		if err == nil {
+			err = cfg.shed.check()
 		}
 	}
 	if err != nil {
@@ -177,6 +183,15 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		Legacy:      cfg.legacyHeaders,
 		Logger:      logger,
 	})
+	if err == nil {
+		// The load shedder comes first: a request it turns away spends no
+		// quota.
+		var shedMW func(http.Handler) http.Handler
+		if shedMW, err = shedMiddleware(cfg.shed, mx); err == nil && shedMW != nil {
+			limit := mw
+			mw = func(h http.Handler) http.Handler { return shedMW(limit(h)) }
+		}
+	}
 	if err == nil {
 		var g *gateway.Gateway
 		g, err = gateway.New(cfg.upstream, gateway.Options{Middleware: mw, Logger: logger})

@@ -387,3 +387,83 @@ func TestProxyInFlightRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyShedding: with --shed-capacity 2 and normal requests shed at
+// half of it, one normal request in flight turns away further normal and
+// sheddable ones with 503, a critical one still passes, and the counts are
+// in /metrics (normal admissions include the readiness probes of /healthz,
+// which the proxy forwards, so they are not counted exactly).
+func TestProxyShedding(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	finish := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			select {
+			case <-finish:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok\n")
+	}))
+	defer up.Close()
+	p := proctest.Start(t, proctest.Options{
+		Args: []string{"proxy", "--config", writeFile(t, "gw.yaml", proxyRules), "--metrics", "127.0.0.1:0",
+			"--shed-capacity", "2", "--shed-normal-at", "0.5", "--shed-sheddable-at", "0.5"},
+		Env:  []string{"FLOODGATE_UPSTREAM=" + up.URL, "FLOODGATE_LISTEN=127.0.0.1:0"},
+		Wait: []string{"http", "metrics"},
+	})
+	get := func(path, priority string) (int, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.URL(path), nil)
+		if priority != "" {
+			req.Header.Set("X-Priority", priority)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	slow := make(chan int, 1)
+	go func() { c, _ := get("/slow", ""); slow <- c }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	for _, pr := range []string{"normal", "sheddable", ""} {
+		if code, h := get("/fast", pr); code != http.StatusServiceUnavailable || h.Get("Retry-After") != "1" {
+			t.Errorf("priority %q with one request in flight of a normal limit of 1: %d, Retry-After %q; want 503", pr, code, h.Get("Retry-After"))
+		}
+	}
+	if code, _ := get("/fast", "critical"); code != http.StatusOK {
+		t.Errorf("a critical request with the reserve free: %d, want 200", code)
+	}
+	close(finish)
+	if c := <-slow; c != http.StatusOK {
+		t.Errorf("the slow request: %d", c)
+	}
+	if code, _ := get("/fast", ""); code != http.StatusOK {
+		t.Errorf("a normal request once the slow one ended: %d, want 200", code)
+	}
+	resp, err := client.Get("http://" + p.Addr("metrics") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`floodgate_shed_requests_total{outcome="shed",priority="normal"} 2`,
+		`floodgate_shed_requests_total{outcome="shed",priority="sheddable"} 1`,
+		`floodgate_shed_requests_total{outcome="admitted",priority="critical"} 1`,
+		"floodgate_shed_in_flight 0",
+		"floodgate_shed_capacity 2",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("no %q in /metrics", want)
+		}
+	}
+}
