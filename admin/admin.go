@@ -1,7 +1,7 @@
 // Package admin is floodgate's administration API: it shows the rules in
 // force, inspects a client's state under its rule without consuming
-// anything, resets it, and keeps an audit log of the changes made through
-// it. Every request must carry the API's token as "Authorization: Bearer
+// anything, resets it, overrides its limits at run time, and keeps an audit
+// log of the changes made through it. Every request must carry the API's token as "Authorization: Bearer
 // <token>"; `floodgate serve` listens for it on a loopback address of its
 // own (see docs/admin.md).
 //
@@ -19,6 +19,11 @@
 //     when no rule matches; 409 when the rule keeps no state to reset
 //     (unlimited, a deny rule) or keeps it in every instance (approximate).
 //     Each reset, done or refused, is written to the audit log.
+//   - PUT /admin/v1/overrides takes an [OverrideRequest] and replaces the
+//     limits of the descriptor it names, on every instance that shares the
+//     [Options.Overrides] table's backend; GET lists the overrides
+//     ([OverridesResponse]); DELETE takes a [KeyRequest] and removes one.
+//     Puts and deletes are audited.
 //   - GET /admin/v1/audit answers the audit log, newest first; see
 //     [AuditEntry].
 //
@@ -43,6 +48,7 @@ import (
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/httpapi"
+	"github.com/floodgate/floodgate/overrides"
 	"github.com/floodgate/floodgate/rules"
 )
 
@@ -65,16 +71,22 @@ type Options struct {
 	AuditSize int
 	// Now returns the current time, for the audit log. Nil means time.Now.
 	Now func() time.Time
+	// Overrides, when set, serves /admin/v1/overrides: runtime overrides of
+	// a descriptor's limits that every instance sharing the table's backend
+	// applies. The engine must have been built with the same table
+	// ([engine.Options.Overrides]). Nil answers 404 there.
+	Overrides *overrides.Table
 }
 
 // Handler serves the admin API. Create it with [New]. It is safe for
 // concurrent use.
 type Handler struct {
-	engine *engine.Engine
-	token  [sha256.Size]byte
-	logger *slog.Logger
-	now    func() time.Time
-	mux    *http.ServeMux
+	engine    *engine.Engine
+	overrides *overrides.Table
+	token     [sha256.Size]byte
+	logger    *slog.Logger
+	now       func() time.Time
+	mux       *http.ServeMux
 
 	mu    sync.Mutex
 	audit []AuditEntry // a ring: next is the slot of the next entry
@@ -104,17 +116,21 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 		opts.Now = time.Now
 	}
 	h := &Handler{
-		engine: e,
-		token:  sha256.Sum256([]byte(opts.Token)),
-		logger: opts.Logger,
-		now:    opts.Now,
-		mux:    http.NewServeMux(),
-		audit:  make([]AuditEntry, opts.AuditSize),
+		engine:    e,
+		overrides: opts.Overrides,
+		token:     sha256.Sum256([]byte(opts.Token)),
+		logger:    opts.Logger,
+		now:       opts.Now,
+		mux:       http.NewServeMux(),
+		audit:     make([]AuditEntry, opts.AuditSize),
 	}
 	h.mux.HandleFunc("GET /admin/v1/rules", h.rules)
 	h.mux.HandleFunc("POST /admin/v1/inspect", h.inspect)
 	h.mux.HandleFunc("POST /admin/v1/reset", h.reset)
 	h.mux.HandleFunc("GET /admin/v1/audit", h.auditLog)
+	h.mux.HandleFunc("GET /admin/v1/overrides", h.listOverrides)
+	h.mux.HandleFunc("PUT /admin/v1/overrides", h.putOverride)
+	h.mux.HandleFunc("DELETE /admin/v1/overrides", h.deleteOverride)
 	return h, nil
 }
 
@@ -147,6 +163,8 @@ func allowed(path string) string {
 		return http.MethodGet
 	case "/admin/v1/inspect", "/admin/v1/reset":
 		return http.MethodPost
+	case "/admin/v1/overrides":
+		return "GET, PUT, DELETE"
 	}
 	return ""
 }
@@ -270,6 +288,8 @@ type KeyResponse struct {
 	Consistency string `json:"consistency"`
 	// Limits are the limits in force and their state.
 	Limits []LimitView `json:"limits"`
+	// Override is set when a runtime override gives the limits.
+	Override bool `json:"override,omitempty"`
 	// Reset is set by /admin/v1/reset.
 	Reset bool `json:"reset,omitempty"`
 }
@@ -277,44 +297,60 @@ type KeyResponse struct {
 // readKey decodes a KeyRequest and matches its descriptor. It answers the
 // error itself and returns ok false when it cannot go on.
 func (h *Handler) readKey(w http.ResponseWriter, r *http.Request) (req KeyRequest, m rules.Match, ok bool) {
+	if !decode(w, r, &req) {
+		return req, m, false
+	}
+	m, ok = h.match(w, req.Domain, req.Descriptor)
+	return req, m, ok
+}
+
+// decode reads r's body as one JSON value into v, rejecting unknown fields.
+// It answers the error itself and returns false when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxBodyBytes))
-			return req, m, false
+			return false
 		}
 		writeError(w, http.StatusBadRequest, "malformed request: "+err.Error())
-		return req, m, false
+		return false
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		writeError(w, http.StatusBadRequest, "malformed request: more than one JSON value")
-		return req, m, false
+		return false
 	}
-	if req.Domain == "" {
+	return true
+}
+
+// match matches domain's descriptor under the rules and overrides in
+// force. It answers the error itself and returns ok false when it cannot.
+func (h *Handler) match(w http.ResponseWriter, domain string, descriptor []Entry) (m rules.Match, ok bool) {
+	if domain == "" {
 		writeError(w, http.StatusBadRequest, "domain: required")
-		return req, m, false
+		return m, false
 	}
-	if len(req.Descriptor) == 0 {
+	if len(descriptor) == 0 {
 		writeError(w, http.StatusBadRequest, "descriptor: want at least one entry")
-		return req, m, false
+		return m, false
 	}
-	entries := make([]rules.Entry, len(req.Descriptor))
-	for i, e := range req.Descriptor {
+	entries := make([]rules.Entry, len(descriptor))
+	for i, e := range descriptor {
 		if e.Key == "" {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("descriptor[%d].key: required", i))
-			return req, m, false
+			return m, false
 		}
 		entries[i] = rules.Entry{Key: e.Key, Value: e.Value}
 	}
-	m, matched := h.engine.Rules().Match(req.Domain, entries)
+	m, matched := h.engine.Match(domain, entries)
 	if !matched {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no rule of domain %q matches %s", req.Domain, describe(req.Descriptor)))
-		return req, m, false
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rule of domain %q matches %s", domain, describe(descriptor)))
+		return m, false
 	}
-	return req, m, true
+	return m, true
 }
 
 func describe(d []Entry) string {
@@ -349,6 +385,7 @@ func (h *Handler) state(r *http.Request, req KeyRequest, m rules.Match) (KeyResp
 		Key:         m.Key,
 		Consistency: m.Rule.Consistency.String(),
 		Limits:      []LimitView{},
+		Override:    m.Override,
 	}
 	for _, l := range m.Limits {
 		resp.Limits = append(resp.Limits, limitView(l))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/floodgate/floodgate/admin"
 	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/overrides"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
 )
@@ -60,7 +61,11 @@ func newFixture(t *testing.T, opts admin.Options) *fixture {
 	}
 	st := memory.New(memory.Options{})
 	t.Cleanup(func() { st.Close() })
-	eng := engine.New(st, engine.Static(set), nil)
+	if opts.Overrides == nil {
+		opts.Overrides = overrides.Open(context.Background(), overrides.NewMemory(), overrides.Options{})
+		t.Cleanup(opts.Overrides.Close)
+	}
+	eng := engine.NewWithOptions(st, engine.Static(set), engine.Options{Overrides: opts.Overrides})
 	if opts.Token == "" {
 		opts.Token = token
 	}
@@ -324,5 +329,99 @@ func TestStoreDown(t *testing.T) {
 	}
 	if a := f.h.Audit(); len(a) != 1 || !strings.Contains(a[0].Outcome, "cannot reset") {
 		t.Errorf("audit of a failed reset: %+v", a)
+	}
+}
+
+// An override replaces a descriptor's limits at once, shows in inspect and
+// in the list, is audited, and goes away with DELETE.
+func TestOverrides(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	ann := rules.Entry{Key: "user", Value: "ann"}
+	body := `{"domain":"api","descriptor":[{"key":"user","value":"ann"}],"limits":[{"algorithm":"fixed_window","quota":4,"window":"1h"}],"expires_in":"24h","reason":"support ticket 7"}`
+	var got admin.OverrideView
+	if resp := f.do(t, "PUT", "/admin/v1/overrides", bearer, body, &got); resp.StatusCode != http.StatusOK {
+		t.Fatalf("put: %d %+v", resp.StatusCode, got)
+	}
+	if got.Rule != "api.user" || got.Key != "api|user=ann" || len(got.Limits) != 1 || got.Limits[0].Quota != 4 || got.Expires == nil || got.Reason != "support ticket 7" {
+		t.Errorf("put answered %+v", got)
+	}
+	admitted := 0
+	for range 6 {
+		if f.decide(t, ann) == engine.OK {
+			admitted++
+		}
+	}
+	if admitted != 4 {
+		t.Errorf("ann under an override of 4 an hour: %d of 6 admitted", admitted)
+	}
+	bob := 0
+	for range 6 {
+		if f.decide(t, rules.Entry{Key: "user", Value: "bob"}) == engine.OK {
+			bob++
+		}
+	}
+	if bob != 2 {
+		t.Errorf("bob under the rule's 2 a minute: %d of 6 admitted", bob)
+	}
+	var in admin.KeyResponse
+	f.do(t, "POST", "/admin/v1/inspect", bearer, `{"domain":"api","descriptor":[{"key":"user","value":"ann"}]}`, &in)
+	if !in.Override || in.Limits[0].Quota != 4 || *in.Limits[0].Remaining != 0 {
+		t.Errorf("inspect under the override: %+v", in)
+	}
+	var list admin.OverridesResponse
+	f.do(t, "GET", "/admin/v1/overrides", bearer, "", &list)
+	if len(list.Overrides) != 1 || list.Overrides[0].Descriptor[0].Value != "ann" || list.Overrides[0].Expired {
+		t.Errorf("list: %+v", list)
+	}
+	del := `{"domain":"api","descriptor":[{"key":"user","value":"ann"}]}`
+	if resp := f.do(t, "DELETE", "/admin/v1/overrides", bearer, del, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	if resp := f.do(t, "DELETE", "/admin/v1/overrides", bearer, del, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a second delete: %d, want 404", resp.StatusCode)
+	}
+	if f.decide(t, ann) != engine.OK {
+		t.Error("after the delete, ann is not back under the rule's own count")
+	}
+	a := f.h.Audit()
+	if len(a) != 2 || a[1].Action != "override" || !strings.Contains(a[1].Outcome, "support ticket 7") || a[0].Action != "delete override" || a[0].Outcome != "done" {
+		t.Errorf("audit: %+v", a)
+	}
+
+	for _, c := range []struct {
+		body   string
+		status int
+		msg    string
+	}{
+		{`{"domain":"api","descriptor":[{"key":"user","value":"a"}],"limits":[]}`, 400, "limits: want 1 to"},
+		{`{"domain":"api","descriptor":[{"key":"user","value":"a"}],"limits":[{"algorithm":"leaky","quota":1,"window":"1s"}]}`, 400, "limits[0].algorithm"},
+		{`{"domain":"api","descriptor":[{"key":"user","value":"a"}],"limits":[{"algorithm":"gcra","quota":0,"window":"1s"}]}`, 400, "limits[0]"},
+		{`{"domain":"api","descriptor":[{"key":"user","value":"a"}],"limits":[{"algorithm":"gcra","quota":1,"window":"soon"}]}`, 400, "limits[0].window"},
+		{`{"domain":"api","descriptor":[{"key":"user","value":"a"}],"limits":[{"algorithm":"gcra","quota":1,"window":"1s"}],"expires_in":"-1h"}`, 400, "expires_in"},
+		{`{"domain":"api","descriptor":[{"key":"nothing","value":"a"}],"limits":[{"algorithm":"gcra","quota":1,"window":"1s"}]}`, 404, "no rule"},
+		{`{"domain":"api","descriptor":[{"key":"region","value":"eu"}],"limits":[{"algorithm":"gcra","quota":1,"window":"1s"}]}`, 409, "approximate"},
+		{`{"domain":"api","descriptor":[{"key":"remote_address","value":"192.0.2.1"}],"limits":[{"algorithm":"gcra","quota":1,"window":"1s"}]}`, 409, "unlimited"},
+	} {
+		var p struct{ Error string }
+		resp := f.do(t, "PUT", "/admin/v1/overrides", bearer, c.body, &p)
+		if resp.StatusCode != c.status || !strings.Contains(p.Error, c.msg) {
+			t.Errorf("put %s: %d %q, want %d saying %q", c.body, resp.StatusCode, p.Error, c.status, c.msg)
+		}
+	}
+	// An approximate rule takes an override an approximate store can count.
+	if resp := f.do(t, "PUT", "/admin/v1/overrides", bearer, `{"domain":"api","descriptor":[{"key":"region","value":"eu"}],"limits":[{"algorithm":"sliding_window","quota":50,"window":"1m"}]}`, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("a sliding window override of an approximate rule: %d", resp.StatusCode)
+	}
+	// A handler without a table has no overrides to show.
+	bare, err := admin.New(f.eng, admin.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/admin/v1/overrides", nil)
+	r.Header.Set("Authorization", bearer)
+	w := httptest.NewRecorder()
+	bare.ServeHTTP(w, r)
+	if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "not configured") {
+		t.Errorf("overrides without a table: %d %s", w.Code, w.Body)
 	}
 }

@@ -193,6 +193,13 @@ type Options struct {
 	// approx.Store). Default nil: the engine's store decides every rule.
 	// The engine does not close it.
 	Approximate floodgate.Store
+	// Overrides, when set, replaces the limits of the descriptors it names
+	// (an overrides.Table): a descriptor whose rule has limits, and whose
+	// domain and store key Lookup knows, is decided under the override's
+	// limits, with [rules.Match.Override] set.
+	Overrides interface {
+		Lookup(domain, key string) ([]floodgate.Limit, bool)
+	}
 	// Front names the front of decisions whose context names none (see
 	// [WithFront]): serve's gRPC listener leaves its contexts unnamed and
 	// sets FrontGRPC here. Default "".
@@ -455,6 +462,13 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		}
 	}
 	ms, ok := set.MatchRequest(domain, descriptors)
+	if e.opts.Overrides != nil {
+		for i := range ms {
+			if ok[i] {
+				e.override(&ms[i])
+			}
+		}
+	}
 	sts := make([]Status, len(descriptors))
 	n := 0
 	for i := range ms {
@@ -557,6 +571,27 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		}
 	}
 	return sts, overall, nil
+}
+
+// override applies the runtime override of m's descriptor, if any, to a
+// match with limits.
+func (e *Engine) override(m *rules.Match) {
+	if m.Rule == nil || m.Unlimited || m.Deny || m.Replaced {
+		return
+	}
+	if limits, found := e.opts.Overrides.Lookup(m.Domain, m.Key); found {
+		m.Limits, m.Units, m.Override = limits, nil, true
+	}
+}
+
+// Match matches one descriptor of domain under the rules in force, with
+// the runtime overrides applied, as Decide would; see [rules.Set.Match].
+func (e *Engine) Match(domain string, entries []rules.Entry) (rules.Match, bool) {
+	m, ok := e.Rules().Match(domain, entries)
+	if ok && e.opts.Overrides != nil {
+		e.override(&m)
+	}
+	return m, ok
 }
 
 // leaseFor returns a new lease name for an op of cost hits under limits

@@ -320,6 +320,9 @@ type Match struct {
 	// the same request replaces this one: the descriptor is then admitted
 	// without being counted, as Envoy does.
 	Replaced bool
+	// Override is set by an engine whose runtime overrides replaced the
+	// rule's limits (and Units) for this descriptor.
+	Override bool
 	// Key is the store key: the domain and every entry of the descriptor,
 	// escaped so that distinct descriptors never share a key, at most
 	// [floodgate.MaxKeyLen] bytes (longer keys are hashed). It is stable

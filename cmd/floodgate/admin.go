@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/floodgate/floodgate/admin"
-	"github.com/floodgate/floodgate/engine"
 )
 
 // defaultAdminAddr is where the admin API listens when a token is set:
@@ -67,10 +66,11 @@ func (c adminConfig) check() error {
 	return err
 }
 
-// listenAdmin listens for the admin API over eng, or returns nil when no
+// listenAdmin listens for the admin API over the stack's engine and
+// overrides, or returns nil when no
 // token or no address is set (logged at info). An address beyond loopback
 // is logged as a warning.
-func listenAdmin(cfg adminConfig, eng *engine.Engine, logger *slog.Logger) (*sideServer, error) {
+func listenAdmin(cfg adminConfig, stk *stack, logger *slog.Logger) (*sideServer, error) {
 	tok, err := cfg.resolve()
 	if err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func listenAdmin(cfg adminConfig, eng *engine.Engine, logger *slog.Logger) (*sid
 		logger.Info("admin API off: no token (set FLOODGATE_ADMIN_TOKEN or --admin-token-file)")
 		return nil, nil
 	}
-	h, err := admin.New(eng, admin.Options{Token: tok, Logger: logger})
+	h, err := admin.New(stk.engine, admin.Options{Token: tok, Logger: logger, Overrides: stk.overrides})
 	if err != nil {
 		return nil, err
 	}

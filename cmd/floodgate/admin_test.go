@@ -188,3 +188,54 @@ func TestAdminOff(t *testing.T) {
 		t.Errorf("rules with the file's token: %d %v", code, body)
 	}
 }
+
+// TestAdminOverrideRedis: an override put through one process's admin API
+// applies in the other process, which shares the Redis server, within the
+// overrides' polling interval (1s); its deletion too.
+func TestAdminOverrideRedis(t *testing.T) {
+	srv := redistest.StartServer(t)
+	ps := startAdmin(t, 2, "--store", "redis://"+srv.Addr, "--store-timeout", "2s")
+	put := `{"domain":"api","descriptor":[{"key":"user","value":"ann"}],"limits":[{"algorithm":"fixed_window","quota":6,"window":"8784h"}],"reason":"trial"}`
+	code, body := adminCall(t, ps[0], "PUT", "/admin/v1/overrides", adminToken, put)
+	if code != http.StatusOK {
+		t.Fatalf("put: %d %v", code, body)
+	}
+	set := time.Now()
+	// The other process sees it within its polling interval.
+	for {
+		code, body := adminCall(t, ps[1], "POST", "/admin/v1/inspect", adminToken, userAnn)
+		if code == http.StatusOK && body["override"] == true {
+			t.Logf("override seen by the other process %v after it was set", time.Since(set).Round(time.Millisecond))
+			break
+		}
+		if time.Since(set) > 5*time.Second {
+			t.Fatalf("the other process never applied the override: %d %v", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := spend(t, ps[1], 5) + spend(t, ps[0], 3); got != 6 {
+		t.Errorf("under an override of 6: admitted %d of 8 on two processes", got)
+	}
+	code, body = adminCall(t, ps[1], "GET", "/admin/v1/overrides", adminToken, "")
+	if list, _ := body["overrides"].([]any); code != http.StatusOK || len(list) != 1 {
+		t.Errorf("list on the other process: %d %v", code, body)
+	}
+	if code, body := adminCall(t, ps[1], "DELETE", "/admin/v1/overrides", adminToken, userAnn); code != http.StatusOK {
+		t.Fatalf("delete: %d %v", code, body)
+	}
+	deleted := time.Now()
+	for {
+		code, body := adminCall(t, ps[0], "POST", "/admin/v1/inspect", adminToken, userAnn)
+		if code == http.StatusOK && body["override"] == nil {
+			break
+		}
+		if time.Since(deleted) > 5*time.Second {
+			t.Fatalf("the first process still applies the deleted override: %d %v", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Back under the rule's own count: 3 a day, untouched so far.
+	if got := spend(t, ps[0], 4); got != 3 {
+		t.Errorf("after the delete: admitted %d of 4, want the rule's 3", got)
+	}
+}

@@ -171,7 +171,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		}
 		defer mxSrv.close()
 	}
-	adminSrv, err := listenAdmin(cfg.admin, stk.engine, logger)
+	adminSrv, err := listenAdmin(cfg.admin, stk, logger)
 	if err != nil {
 		logger.Error("cannot listen", "protocol", "admin", "addr", cfg.admin.addr, "err", err)
 		closeStore()

@@ -193,7 +193,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		}
 		defer mxSrv.close()
 	}
-	adminSrv, err := listenAdmin(cfg.admin, eng, logger)
+	adminSrv, err := listenAdmin(cfg.admin, stk, logger)
 	if err != nil {
 		logger.Error("cannot listen", "protocol", "admin", "addr", cfg.admin.addr, "err", err)
 		ln.Close()

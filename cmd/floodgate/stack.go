@@ -11,6 +11,7 @@ import (
 	"github.com/floodgate/floodgate/approx"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/metrics"
+	"github.com/floodgate/floodgate/overrides"
 	"github.com/floodgate/floodgate/rules"
 )
 
@@ -70,11 +71,12 @@ type stack struct {
 	// engine decides with store under the rules in force.
 	engine *engine.Engine
 
-	res    *resilience
-	apx    *approx.Store // nil unless the store syncs counters
-	mx     *metrics.Metrics
-	name   string // the --store url, for logs
-	logger *slog.Logger
+	res       *resilience
+	apx       *approx.Store // nil unless the store syncs counters
+	overrides *overrides.Table
+	mx        *metrics.Metrics
+	name      string // the --store url, for logs
+	logger    *slog.Logger
 }
 
 // newStack opens the store cfg.store and builds the stack over it, with an
@@ -98,18 +100,27 @@ func newStack(ctx context.Context, cfg stackConfig, ruleSet func() *rules.Set, f
 	}
 	res := newResilience(st, cfg, logger, mx.Store)
 	opts := res.engineOptions(cfg, logger)
+	// Runtime overrides (the admin API's) live in the shared store when it
+	// can keep them, so that every instance applies them.
+	var backend overrides.Backend = overrides.NewMemory()
+	if b, ok := st.(overrides.Backend); ok {
+		backend = b
+	}
+	ov := overrides.Open(ctx, backend, overrides.Options{Logger: logger})
+	opts.Overrides = ov
 	if apx != nil {
 		opts.Approximate = apx
 	}
 	opts.Observe, opts.Front = mx.Observe, front
 	s := &stack{
-		store:  res.store,
-		engine: engine.NewWithOptions(res.store, ruleSet, opts),
-		res:    res,
-		apx:    apx,
-		mx:     mx,
-		name:   cfg.store,
-		logger: logger,
+		store:     res.store,
+		engine:    engine.NewWithOptions(res.store, ruleSet, opts),
+		res:       res,
+		apx:       apx,
+		overrides: ov,
+		mx:        mx,
+		name:      cfg.store,
+		logger:    logger,
 	}
 	return s, nil
 }
@@ -131,6 +142,7 @@ func (s *stack) close() error {
 			s.logger.Error("closing approximate counters", "err", err)
 		}
 	}
+	s.overrides.Close()
 	s.res.close()
 	err := s.store.Close()
 	if err != nil {
