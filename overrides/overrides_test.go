@@ -2,6 +2,7 @@ package overrides_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,5 +182,32 @@ descriptors:
 	}
 	if m, _ := e.Match("api", entries("free", "x")[0]); m.Override || !m.Unlimited || !strings.HasPrefix(free.Key, "api|") {
 		t.Errorf("unlimited rule with an override: %+v", m)
+	}
+}
+
+// BenchmarkLookup: the cost a decision pays, with no override, and with
+// 1,000 overrides, for a key without one and a key with one.
+func BenchmarkLookup(b *testing.B) {
+	ctx := context.Background()
+	empty := overrides.Open(ctx, overrides.NewMemory(), overrides.Options{Interval: time.Hour})
+	defer empty.Close()
+	full := overrides.Open(ctx, overrides.NewMemory(), overrides.Options{Interval: time.Hour})
+	defer full.Close()
+	for i := range 1000 {
+		if err := full.Put(ctx, overrides.Override{Domain: "api", Key: "api|api_key=k" + strconv.Itoa(i), Limits: thousand}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		tab  *overrides.Table
+		key  string
+	}{{"none", empty, "api|api_key=k7"}, {"miss", full, "api|api_key=other"}, {"hit", full, "api|api_key=k7"}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.tab.Lookup("api", c.key)
+			}
+		})
 	}
 }
