@@ -171,7 +171,9 @@ var ErrClosed = errors.New("floodgate: store closed")
 // from a fresh state: a full quota, a full bucket, no leases held. Resetting
 // a key that holds no state is not an error. Only the key's own state is
 // removed: a store that counts keys past its capacity together (the memory
-// store's overflow states) leaves those shared counts alone.
+// store's overflow states) leaves those shared counts alone, and while it is
+// full the reset key's next decisions are counted with them, as any new
+// key's are.
 type Resetter interface {
 	Reset(ctx context.Context, key string, limits []Limit) error
 }

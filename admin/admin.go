@@ -43,6 +43,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/floodgate/floodgate"
@@ -53,7 +54,7 @@ import (
 )
 
 // MaxBodyBytes is the largest request body accepted.
-const MaxBodyBytes = 64 << 10
+const MaxBodyBytes = 16 << 10
 
 // DefaultAuditSize is how many audit entries the API keeps by default.
 const DefaultAuditSize = 1000
@@ -64,7 +65,8 @@ type Options struct {
 	// Required: [New] refuses an empty one.
 	Token string
 	// Logger receives one line per audit entry (level info, message "admin
-	// audit") and per refused token (level warn). Nil discards them.
+	// audit") and, at most once a second, a refused token (level warn). Nil
+	// discards them.
 	Logger *slog.Logger
 	// AuditSize is how many audit entries are kept in memory, the oldest
 	// dropped first. 0 means [DefaultAuditSize].
@@ -87,6 +89,8 @@ type Handler struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	mux       *http.ServeMux
+
+	lastRefused atomic.Int64 // the second a refused token was last logged
 
 	mu    sync.Mutex
 	audit []AuditEntry // a ring: next is the slot of the next entry
@@ -137,7 +141,9 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 // ServeHTTP checks the token, then serves the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(r) {
-		h.logger.Warn("admin: request without the right token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		if now := time.Now().Unix(); h.lastRefused.Load() != now && h.lastRefused.Swap(now) != now {
+			h.logger.Warn("admin: request without the right token (logged at most once a second)", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="floodgate admin"`)
 		writeError(w, http.StatusUnauthorized, "a bearer token is required: Authorization: Bearer <token>")
 		return
@@ -428,7 +434,7 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 	case m.Deny:
 		refuse(http.StatusConflict, fmt.Sprintf("rule %s denies every request: it keeps no state to reset", m.Rule.ID))
 		return
-	case m.Rule.Consistency == rules.Approximate:
+	case m.Rule.Consistency == rules.Approximate && h.engine.Approximate() != nil:
 		refuse(http.StatusConflict, fmt.Sprintf("rule %s is approximate: its counts are kept in every instance and cannot be reset from one", m.Rule.ID))
 		return
 	}

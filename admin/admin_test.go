@@ -146,6 +146,13 @@ func TestToken(t *testing.T) {
 	if a := f.h.Audit(); len(a) != 0 {
 		t.Errorf("audit after a refused token: %+v", a)
 	}
+	// The token is checked before anything else: an unknown path or a wrong
+	// method without it is 401 too.
+	for _, c := range [][2]string{{"GET", "/admin/v1/nothing"}, {"DELETE", "/admin/v1/rules"}, {"GET", "/"}} {
+		if resp := f.do(t, c[0], c[1], "", "", nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s without the token: %d, want 401", c[0], c[1], resp.StatusCode)
+		}
+	}
 	if resp := f.do(t, "GET", "/admin/v1/rules", "bearer "+token, "", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("scheme in lower case: %d", resp.StatusCode)
 	}
@@ -217,8 +224,12 @@ func TestReset(t *testing.T) {
 	}
 
 	// Refused resets are audited too; a descriptor with no rule is not.
+	// On the memory store, with no approximate store, an approximate rule
+	// is counted in the engine's store and resets like any other.
+	if resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"region","value":"eu"}]}`, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("reset of an approximate rule on the memory store: %d, want 200", resp.StatusCode)
+	}
 	for _, c := range []struct{ desc, msg string }{
-		{`[{"key":"region","value":"eu"}]`, "approximate"},
 		{`[{"key":"remote_address","value":"192.0.2.1"}]`, "unlimited"},
 		{`[{"key":"remote_address","value":"192.0.2.66"}]`, "denies every request"},
 	} {
@@ -241,6 +252,9 @@ func TestReset(t *testing.T) {
 	if first.Seq != 1 || first.Action != "reset" || first.Outcome != "done" || first.Rule != "api.user" || first.Key != got.Key ||
 		!first.Time.Equal(now) || first.Remote == "" || len(first.Descriptor) != 1 || first.Descriptor[0].Value != "ann" {
 		t.Errorf("first audit entry: %+v", first)
+	}
+	if region := audit.Entries[2]; region.Seq != 2 || region.Rule != "api.region" || region.Outcome != "done" {
+		t.Errorf("second audit entry: %+v", region)
 	}
 	if newest := audit.Entries[0]; newest.Seq != 4 || !strings.Contains(newest.Outcome, "denies every request") {
 		t.Errorf("newest audit entry: %+v", newest)
@@ -423,5 +437,28 @@ func TestOverrides(t *testing.T) {
 	bare.ServeHTTP(w, r)
 	if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "not configured") {
 		t.Errorf("overrides without a table: %d %s", w.Code, w.Body)
+	}
+}
+
+// With an approximate store (a shared store's instances each counting), an
+// approximate rule cannot be reset from one instance.
+func TestResetApproximateRefused(t *testing.T) {
+	set, err := rules.Parse("test.yaml", []byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, apx := memory.New(memory.Options{}), memory.New(memory.Options{})
+	t.Cleanup(func() { st.Close(); apx.Close() })
+	eng := engine.NewWithOptions(st, engine.Static(set), engine.Options{Approximate: apx})
+	h, err := admin.New(eng, admin.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("POST", "/admin/v1/reset", strings.NewReader(`{"domain":"api","descriptor":[{"key":"region","value":"eu"}]}`))
+	r.Header.Set("Authorization", bearer)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "approximate") {
+		t.Errorf("reset of an approximate rule with an approximate store: %d %s, want 409", w.Code, w.Body)
 	}
 }

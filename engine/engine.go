@@ -315,6 +315,10 @@ func (e *Engine) Rules() *rules.Set {
 // Store returns the engine's store.
 func (e *Engine) Store() floodgate.Store { return e.store }
 
+// Approximate returns the store of approximate rules
+// ([Options.Approximate]), nil when the engine's store decides them.
+func (e *Engine) Approximate() floodgate.Store { return e.opts.Approximate }
+
 // Decide decides one request of domain carrying descriptors (each a list of
 // entries, as Envoy sends them). hits[i] is the cost of descriptor i: nil
 // means 1 for every descriptor; 0 checks the descriptor without counting

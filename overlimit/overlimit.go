@@ -35,9 +35,11 @@
 //
 // A reset ([floodgate.Reset]) is the one event that makes a state better
 // before its time: the Store that resets a key forgets its entries of the
-// key at once, and no entry answers longer than [Options.MaxLifetime]
-// (default 1s), so that a reset made through another instance holds here
-// within that bound.
+// key at once, and no entry made on the store's clock answers longer than
+// [Options.MaxLifetime] (default 1s), so that a reset made through another
+// instance, or a denial that was on its way back while the reset ran, holds
+// here within that bound. Entries made by ops with an explicit Now are timed
+// in those instants and are not bounded so.
 //
 // # Answers
 //
@@ -228,7 +230,8 @@ func (s *Store) Close() error { return s.inner.Close() }
 func (s *Store) Reset(ctx context.Context, key string, limits []floodgate.Limit) error {
 	s.forget(key)
 	err := floodgate.Reset(ctx, s.inner, key, limits)
-	// A denial decided while the reset was on its way is forgotten too.
+	// A denial cached while the reset was on its way is forgotten too; one
+	// still on its way back is bounded by MaxLifetime.
 	s.forget(key)
 	return err
 }

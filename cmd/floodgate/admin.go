@@ -31,17 +31,16 @@ type adminConfig struct {
 func adminFlags(cfg *adminConfig, fs *flag.FlagSet) {
 	fs.StringVar(&cfg.addr, "admin", defaultAdminAddr, "listen `address` of the admin API (inspect and reset keys, rules, audit log), served only when a token is set; empty disables it")
 	fs.StringVar(&cfg.token, "admin-token", "", "bearer `token` of the admin API, at least 16 characters; prefer FLOODGATE_ADMIN_TOKEN or --admin-token-file, since a flag shows in the process list")
-	fs.StringVar(&cfg.tokenFile, "admin-token-file", "", "`file` holding the admin API's bearer token (surrounding white space is ignored)")
+	fs.StringVar(&cfg.tokenFile, "admin-token-file", "", "`file` holding the admin API's bearer token (surrounding white space is ignored); wins over --admin-token")
 }
 
 // resolve returns the admin token, "" when none is set (the API is then
-// off), or an error for a bad one.
+// off), or an error for a bad one. A token file wins over a token given
+// directly (flag or FLOODGATE_ADMIN_TOKEN); white space around the token is
+// ignored either way.
 func (c adminConfig) resolve() (string, error) {
-	tok := c.token
+	tok := strings.TrimSpace(c.token)
 	if c.tokenFile != "" {
-		if tok != "" {
-			return "", errors.New("--admin-token and --admin-token-file both set: want one")
-		}
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {
 			return "", fmt.Errorf("--admin-token-file: %w", err)

@@ -177,7 +177,13 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		closeStore()
 		return 1
 	}
-	defer adminSrv.close()
+	// The admin API stops before the store closes: a reset must not reach a
+	// closed store.
+	storeCloser := closeStore
+	closeStore = func() int {
+		adminSrv.close()
+		return storeCloser()
+	}
 	mw, err := middleware.Rules(stk.engine, domain, middleware.Options{
 		OmitHeaders: cfg.omitHeaders,
 		Legacy:      cfg.legacyHeaders,

@@ -201,7 +201,13 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		closeStore()
 		return 1
 	}
-	defer adminSrv.close()
+	// The admin API stops before the store closes: a reset must not reach a
+	// closed store.
+	storeCloser := closeStore
+	closeStore = func() int {
+		adminSrv.close()
+		return storeCloser()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "protocol", "http", "addr", ln.Addr().String())

@@ -741,6 +741,9 @@ func (s *Store) Key(key string, l floodgate.Limit) string {
 // in one DEL (they share one hash tag, so one cluster slot); see
 // [floodgate.Resetter].
 func (s *Store) Reset(ctx context.Context, key string, limits []floodgate.Limit) error {
+	if s.closed.Load() {
+		return floodgate.ErrClosed
+	}
 	if err := floodgate.ValidateKey(key); err != nil {
 		return err
 	}
