@@ -26,6 +26,12 @@
 //     Puts and deletes are audited.
 //   - GET /admin/v1/audit answers the audit log, newest first; see
 //     [AuditEntry].
+//   - GET /admin/v1/stats answers every floodgate_* metric series at one
+//     instant ([StatsResponse]), when [Options.Gatherer] is set.
+//   - GET /admin/ is the web dashboard: live charts of decisions, store
+//     latency, the over-limit cache and load shedding; the rules with their
+//     decision rates; overrides; the audit log; inspect and reset. The page
+//     is served without the token and asks for it.
 //
 // Errors are answered as {"error": "..."}, with 400 for a malformed
 // request, 401 without the right token, 404, 405, 409, 413 for a body over
@@ -45,6 +51,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/engine"
@@ -78,6 +86,9 @@ type Options struct {
 	// applies. The engine must have been built with the same table
 	// ([engine.Options.Overrides]). Nil answers 404 there.
 	Overrides *overrides.Table
+	// Gatherer, when set, serves GET /admin/v1/stats (and the dashboard's
+	// charts) from it: a metrics.Metrics's Registry. Nil answers 404 there.
+	Gatherer prometheus.Gatherer
 }
 
 // Handler serves the admin API. Create it with [New]. It is safe for
@@ -85,6 +96,7 @@ type Options struct {
 type Handler struct {
 	engine    *engine.Engine
 	overrides *overrides.Table
+	gatherer  prometheus.Gatherer
 	token     [sha256.Size]byte
 	logger    *slog.Logger
 	now       func() time.Time
@@ -122,6 +134,7 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 	h := &Handler{
 		engine:    e,
 		overrides: opts.Overrides,
+		gatherer:  opts.Gatherer,
 		token:     sha256.Sum256([]byte(opts.Token)),
 		logger:    opts.Logger,
 		now:       opts.Now,
@@ -135,11 +148,19 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 	h.mux.HandleFunc("GET /admin/v1/overrides", h.listOverrides)
 	h.mux.HandleFunc("PUT /admin/v1/overrides", h.putOverride)
 	h.mux.HandleFunc("DELETE /admin/v1/overrides", h.deleteOverride)
+	h.mux.HandleFunc("GET /admin/v1/stats", h.stats)
+	h.mux.HandleFunc("GET /admin/{$}", h.dashboard)
 	return h, nil
 }
 
-// ServeHTTP checks the token, then serves the request.
+// ServeHTTP checks the token, then serves the request. The dashboard's
+// page (GET /admin/) is the one path served without it: it holds no data,
+// and asks for the token to read the API.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/admin/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		h.dashboard(w, r)
+		return
+	}
 	if !h.authorized(r) {
 		if now := time.Now().Unix(); h.lastRefused.Load() != now && h.lastRefused.Swap(now) != now {
 			h.logger.Warn("admin: request without the right token (logged at most once a second)", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
@@ -165,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // allowed returns the method path takes, "" for an unknown path.
 func allowed(path string) string {
 	switch path {
-	case "/admin/v1/rules", "/admin/v1/audit":
+	case "/admin/v1/rules", "/admin/v1/audit", "/admin/v1/stats", "/admin/":
 		return http.MethodGet
 	case "/admin/v1/inspect", "/admin/v1/reset":
 		return http.MethodPost

@@ -12,6 +12,7 @@ import (
 
 	"github.com/floodgate/floodgate/admin"
 	"github.com/floodgate/floodgate/engine"
+	"github.com/floodgate/floodgate/metrics"
 	"github.com/floodgate/floodgate/overrides"
 	"github.com/floodgate/floodgate/rules"
 	"github.com/floodgate/floodgate/store/memory"
@@ -460,5 +461,63 @@ func TestResetApproximateRefused(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "approximate") {
 		t.Errorf("reset of an approximate rule with an approximate store: %d %s, want 409", w.Code, w.Body)
+	}
+}
+
+// The dashboard's page is served without the token and holds no data; the
+// stats it charts come from the metrics registry, with the token.
+func TestDashboardAndStats(t *testing.T) {
+	set, err := rules.Parse("test.yaml", []byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memory.New(memory.Options{})
+	t.Cleanup(func() { st.Close() })
+	mx := metrics.New()
+	eng := engine.NewWithOptions(st, engine.Static(set), engine.Options{Observe: mx.Observe, Front: engine.FrontGRPC})
+	h, err := admin.New(eng, admin.Options{Token: token, Gatherer: mx.Registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	f := &fixture{eng: eng, h: h, srv: srv}
+
+	resp, err := srv.Client().Get(srv.URL + "/admin/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") ||
+		!strings.Contains(string(page), "/admin/v1/stats") || strings.Contains(string(page), token) {
+		t.Errorf("dashboard: %d %q %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"), len(page))
+	}
+	if resp := f.do(t, "POST", "/admin/", "", "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST /admin/ without the token: %d, want 401", resp.StatusCode)
+	}
+	if resp := f.do(t, "GET", "/admin/v1/stats", "", "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("stats without the token: %d, want 401", resp.StatusCode)
+	}
+
+	for range 3 {
+		f.decide(t, rules.Entry{Key: "user", Value: "ann"})
+	}
+	var stats admin.StatsResponse
+	if resp := f.do(t, "GET", "/admin/v1/stats", bearer, "", &stats); resp.StatusCode != http.StatusOK {
+		t.Fatalf("stats: %d", resp.StatusCode)
+	}
+	got := map[string]float64{}
+	for _, s := range stats.Series {
+		if !strings.HasPrefix(s.Name, "floodgate_") {
+			t.Errorf("series %q is not floodgate's", s.Name)
+		}
+		if s.Name == "floodgate_decisions_total" && s.Labels["rule"] == "api.user" {
+			got[s.Labels["outcome"]] += s.Value
+		}
+	}
+	if got["ok"] != 2 || got["over_limit"] != 1 || stats.Time == 0 {
+		t.Errorf("decisions of api.user by outcome %v at %d, want 2 ok and 1 over_limit", got, stats.Time)
 	}
 }

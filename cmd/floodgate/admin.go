@@ -81,7 +81,7 @@ func listenAdmin(cfg adminConfig, stk *stack, logger *slog.Logger) (*sideServer,
 		logger.Info("admin API off: no token (set FLOODGATE_ADMIN_TOKEN or --admin-token-file)")
 		return nil, nil
 	}
-	h, err := admin.New(stk.engine, admin.Options{Token: tok, Logger: logger, Overrides: stk.overrides})
+	h, err := admin.New(stk.engine, admin.Options{Token: tok, Logger: logger, Overrides: stk.overrides, Gatherer: stk.mx.Registry()})
 	if err != nil {
 		return nil, err
 	}
