@@ -153,6 +153,9 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 	return h, nil
 }
 
+// Overrides returns the override table the handler serves, nil when none.
+func (h *Handler) Overrides() *overrides.Table { return h.overrides }
+
 // ServeHTTP checks the token, then serves the request. The dashboard's
 // page (GET /admin/) is the one path served without it: it holds no data,
 // and asks for the token to read the API.

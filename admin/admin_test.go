@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/admin"
 	"github.com/floodgate/floodgate/engine"
 	"github.com/floodgate/floodgate/metrics"
@@ -398,8 +399,19 @@ func TestOverrides(t *testing.T) {
 	if f.decide(t, ann) != engine.OK {
 		t.Error("after the delete, ann is not back under the rule's own count")
 	}
+	// By store key, as for an override whose rule is gone.
+	if err := f.h.Overrides().Put(context.Background(), overrides.Override{Domain: "api", Key: "api|gone=1", Limits: []floodgate.Limit{{Algorithm: floodgate.GCRA, Quota: 1, Window: time.Second}}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := f.do(t, "DELETE", "/admin/v1/overrides", bearer, `{"domain":"api","key":"api|gone=1","descriptor":[{"key":"a","value":"b"}]}`, nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("delete by key and descriptor: %d, want 400", resp.StatusCode)
+	}
+	if resp := f.do(t, "DELETE", "/admin/v1/overrides", bearer, `{"domain":"api","key":"api|gone=1"}`, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("delete by key: %d", resp.StatusCode)
+	}
 	a := f.h.Audit()
-	if len(a) != 2 || a[1].Action != "override" || !strings.Contains(a[1].Outcome, "support ticket 7") || a[0].Action != "delete override" || a[0].Outcome != "done" {
+	if len(a) != 3 || a[2].Action != "override" || !strings.Contains(a[2].Outcome, "support ticket 7") || a[1].Action != "delete override" || a[1].Outcome != "done" ||
+		a[0].Key != "api|gone=1" || a[0].Outcome != "done" {
 		t.Errorf("audit: %+v", a)
 	}
 

@@ -154,23 +154,48 @@ func (h *Handler) putOverride(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.overrideView(o))
 }
 
+// DeleteOverrideRequest is the body of DELETE /admin/v1/overrides: a
+// domain and either the descriptor or the store key the list shows. The
+// key serves to delete an override whose rule is gone.
+type DeleteOverrideRequest struct {
+	Domain     string  `json:"domain"`
+	Descriptor []Entry `json:"descriptor,omitempty"`
+	Key        string  `json:"key,omitempty"`
+}
+
 func (h *Handler) deleteOverride(w http.ResponseWriter, r *http.Request) {
 	if h.noOverrides(w) {
 		return
 	}
-	req, m, ok := h.readKey(w, r)
-	if !ok {
+	var req DeleteOverrideRequest
+	if !decode(w, r, &req) {
 		return
 	}
-	entry := AuditEntry{Action: "delete override", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
-	found, err := h.overrides.Delete(r.Context(), req.Domain, m.Key)
+	entry := AuditEntry{Action: "delete override", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Key: req.Key}
+	switch {
+	case req.Key != "" && len(req.Descriptor) > 0:
+		writeError(w, http.StatusBadRequest, "descriptor and key: want one of them")
+		return
+	case req.Key != "":
+		if req.Domain == "" {
+			writeError(w, http.StatusBadRequest, "domain: required")
+			return
+		}
+	default:
+		m, ok := h.match(w, req.Domain, req.Descriptor)
+		if !ok {
+			return
+		}
+		entry.Rule, entry.Key = m.Rule.ID, m.Key
+	}
+	found, err := h.overrides.Delete(r.Context(), req.Domain, entry.Key)
 	switch {
 	case err != nil:
 		entry.Outcome = "the override cannot be deleted: " + err.Error()
 		h.record(entry)
 		writeError(w, http.StatusServiceUnavailable, entry.Outcome)
 	case !found:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no override of %s in domain %q", describe(req.Descriptor), req.Domain))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no override of key %q in domain %q", entry.Key, req.Domain))
 	default:
 		entry.Outcome = "done"
 		h.record(entry)

@@ -51,11 +51,14 @@
 //
 // # Concurrency leases
 //
-// A descriptor whose limits include a concurrency limit acquires a lease of
-// its own, named in [Status.Lease]. A front that knows when the request
-// ends (the net/http middleware, the gateway) gives it back with
-// [Engine.Release], so the limit counts requests in flight. Envoy's API has
-// no such call: there the lease only expires, after the limit's window.
+// A front that knows when a request ends (the net/http middleware, the
+// gateway) decides with a context from [WithRelease]: a descriptor whose
+// limits include a concurrency limit then acquires a lease of its own,
+// named in [Status.Lease], and the front gives it back with
+// [Engine.Release], so the limit counts requests in flight. Envoy's API and
+// POST /json have no such call: there the lease is anonymous and only
+// expires, after the limit's window. Leases the store may have granted
+// while its answer was lost are released in the background.
 //
 // # Observing
 //
@@ -161,7 +164,7 @@ type Engine struct {
 	ownLocal  bool
 
 	storeErrors, failOpen, failClosed, localAllowed, localDenied, unhandled atomic.Uint64
-	lastWarn                                                                atomic.Int64
+	lastWarn, lastOverrideWarn                                              atomic.Int64
 }
 
 // DefaultFailClosedRetryAfter is the RetryAfter of a fail_closed denial: long
@@ -487,6 +490,7 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 	var ops []floodgate.Op
 	var idx []int // ops[j] decides descriptor idx[j]
 	if n > 0 {
+		releasing := Releasing(ctx)
 		ops = make([]floodgate.Op, 0, n)
 		idx = make([]int, 0, n)
 		each := make([]floodgate.Result, 0, n*2)
@@ -510,7 +514,7 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 					Limits: m.Limits,
 					Cost:   sts[i].Hits,
 					Now:    now,
-					Lease:  leaseFor(m.Limits, sts[i].Hits),
+					Lease:  leaseFor(releasing, m.Limits, sts[i].Hits),
 					Each:   each[start:len(each):len(each)],
 				})
 				idx = append(idx, i)
@@ -521,7 +525,9 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		}
 		var err error
 		if split > 0 {
-			err = e.store.Decide(ctx, ops[:split])
+			if err = e.store.Decide(ctx, ops[:split]); err != nil {
+				e.releaseLost(ops[:split])
+			}
 		}
 		if split < len(ops) {
 			if aerr := e.opts.Approximate.Decide(ctx, ops[split:]); err == nil {
@@ -583,9 +589,21 @@ func (e *Engine) override(m *rules.Match) {
 	if m.Rule == nil || m.Unlimited || m.Deny || m.Replaced {
 		return
 	}
-	if limits, found := e.opts.Overrides.Lookup(m.Domain, m.Key); found {
-		m.Limits, m.Units, m.Override = limits, nil, true
+	limits, found := e.opts.Overrides.Lookup(m.Domain, m.Key)
+	if !found {
+		return
 	}
+	if m.Rule.Consistency == rules.Approximate && e.opts.Approximate != nil {
+		if err := rules.CheckApproximate(limits); err != nil {
+			// The approximate store could not decide these limits: the
+			// rule's own apply (the override was set under other rules).
+			if now := time.Now().Unix(); e.lastOverrideWarn.Load() != now && e.lastOverrideWarn.Swap(now) != now {
+				e.logger.Warn("override ignored: its limits cannot be counted approximately", "domain", m.Domain, "rule", m.Rule.ID, "key", m.Key, "err", err)
+			}
+			return
+		}
+	}
+	m.Limits, m.Units, m.Override = limits, nil, true
 }
 
 // Match matches one descriptor of domain under the rules in force, with
@@ -598,10 +616,59 @@ func (e *Engine) Match(domain string, entries []rules.Entry) (rules.Match, bool)
 	return m, ok
 }
 
+// releasingKey is the context key of [WithRelease].
+type releasingKey struct{}
+
+// WithRelease returns ctx saying that its caller releases the leases of
+// the statuses Decide returns ([Engine.Release]) when the request ends, as
+// the net/http middleware does. Only then are a concurrency rule's leases
+// named; otherwise (Envoy's API, POST /json) they are anonymous and only
+// expire.
+func WithRelease(ctx context.Context) context.Context {
+	return context.WithValue(ctx, releasingKey{}, true)
+}
+
+// Releasing reports whether ctx says its caller releases leases (see
+// [WithRelease]).
+func Releasing(ctx context.Context) bool {
+	v, _ := ctx.Value(releasingKey{}).(bool)
+	return v
+}
+
+// releaseLost gives back, in the background and on a short deadline of its
+// own, the leases of ops the store may have granted although its answer
+// did not arrive (a timeout, a lost connection, a cancelled request). A
+// failure policy then decides those ops, and nobody else would release
+// what the store holds; a release the store cannot make either leaves the
+// lease to expire after its window.
+func (e *Engine) releaseLost(ops []floodgate.Op) {
+	var lost []floodgate.Op
+	for i := range ops {
+		op := &ops[i]
+		if op.Lease != "" && op.Cost > 0 && (op.Err != nil || op.Result.Limit == (floodgate.Limit{})) {
+			lost = append(lost, floodgate.Op{Key: op.Key, Limits: op.Limits, Lease: op.Lease, Release: true})
+		}
+	}
+	if len(lost) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lostReleaseTimeout)
+		defer cancel()
+		if err := e.store.Decide(ctx, lost); err != nil {
+			e.logger.Debug("leases the store may hold could not be released; they expire after their window", "leases", len(lost), "err", err)
+		}
+	}()
+}
+
+// lostReleaseTimeout bounds [Engine.releaseLost]'s store call.
+const lostReleaseTimeout = time.Second
+
 // leaseFor returns a new lease name for an op of cost hits under limits
-// when one of them is a concurrency limit, "" otherwise.
-func leaseFor(limits []floodgate.Limit, hits int64) string {
-	if hits <= 0 {
+// when the caller releases leases and one of the limits is a concurrency
+// limit, "" otherwise.
+func leaseFor(releasing bool, limits []floodgate.Limit, hits int64) string {
+	if !releasing || hits <= 0 {
 		return ""
 	}
 	for _, l := range limits {

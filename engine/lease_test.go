@@ -3,7 +3,9 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/floodgate/floodgate"
 	"github.com/floodgate/floodgate/engine"
@@ -52,7 +54,7 @@ func TestLeases(t *testing.T) {
 			ctx := context.Background()
 			decide := func(descs ...[]rules.Entry) ([]engine.Status, engine.Code) {
 				t.Helper()
-				sts, code, err := e.DecideAt(ctx, at, "l", descs, nil)
+				sts, code, err := e.DecideAt(engine.WithRelease(ctx), at, "l", descs, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -89,7 +91,7 @@ func TestLeases(t *testing.T) {
 			// Another descriptor without a concurrency limit holds no lease;
 			// a peek (hits 0) takes none.
 			if c.fail == nil {
-				sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("ip", "x"), d("uploads", "v")}, []int64{1, 0})
+				sts, _, err := e.DecideAt(engine.WithRelease(ctx), at, "l", [][]rules.Entry{d("ip", "x"), d("uploads", "v")}, []int64{1, 0})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -105,12 +107,89 @@ func TestLeases(t *testing.T) {
 func TestReleaseError(t *testing.T) {
 	e, cs := leaseEngine(t, nil)
 	ctx := context.Background()
-	sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+	sts, _, err := e.DecideAt(engine.WithRelease(ctx), at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
 	if err != nil || sts[0].Lease == "" {
 		t.Fatalf("%v, lease %q", err, sts[0].Lease)
 	}
 	cs.fail = floodgate.ErrClosed
 	if err := e.Release(ctx, sts); !errors.Is(err, engine.ErrStore) || !errors.Is(err, floodgate.ErrClosed) {
 		t.Errorf("release on a failing store: %v, want ErrStore and the store's error", err)
+	}
+}
+
+// Without WithRelease (Envoy's API, POST /json) no lease is named: nobody
+// would release it, and an anonymous lease costs the store less.
+func TestNoLeaseWithoutRelease(t *testing.T) {
+	e, _ := leaseEngine(t, nil)
+	sts, _, err := e.DecideAt(context.Background(), at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts[0].Code != engine.OK || sts[0].Lease != "" {
+		t.Errorf("without WithRelease: %v, lease %q; want OK and no lease", sts[0].Code, sts[0].Lease)
+	}
+}
+
+// applyThenFail decides ops in the store, then loses the answer: the
+// store holds what it granted, the caller sees an error. Releases pass.
+type applyThenFail struct {
+	floodgate.Store
+	failing atomic.Bool
+}
+
+func (s *applyThenFail) Decide(ctx context.Context, ops []floodgate.Op) error {
+	err := s.Store.Decide(ctx, ops)
+	if !s.failing.Load() || ops[0].Release {
+		return err
+	}
+	lost := errors.New("connection reset after the write")
+	for i := range ops {
+		ops[i].Err = lost
+	}
+	return lost
+}
+
+// Leases the store granted while its answer was lost are given back in the
+// background: once the store answers again, the client is not locked out
+// for the lease's window.
+func TestLostLeasesReleased(t *testing.T) {
+	set, err := rules.Parse("lease.yaml", []byte(leaseConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memory.New(memory.Options{})
+	defer mem.Close()
+	st := &applyThenFail{Store: mem}
+	st.failing.Store(true)
+	e := engine.NewWithOptions(st, engine.Static(set), engine.Options{})
+	defer e.Close()
+	ctx := engine.WithRelease(context.Background())
+	for range 2 {
+		sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+		if err != nil || sts[0].Policy != rules.FailLocal || sts[0].Code != engine.OK {
+			t.Fatalf("while the answers are lost: %+v, %v; want OK by the local policy", sts, err)
+		}
+		if err := e.Release(ctx, sts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.failing.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sts[0].Policy == rules.FailureDefault && sts[0].Code == engine.OK {
+			e.Release(ctx, sts)
+			break
+		}
+		if sts[0].Code == engine.OK {
+			e.Release(ctx, sts)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after the store answers again: %v; the leases granted while its answers were lost were never released", sts[0].Code)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

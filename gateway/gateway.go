@@ -102,7 +102,13 @@ func New(upstream string, opts Options) (*Gateway, error) {
 			pr.SetXForwarded()
 		},
 		Transport:     transport,
-		FlushInterval: -1,
+		// 0: a response of known length is written as the upstream sends
+		// it, but its last bytes reach the client only once the handler
+		// chain has returned, so the middleware's releases (concurrency
+		// leases, the load shedder's slot) happen before the client can send
+		// its next request. Streams (no length, or text/event-stream) are
+		// still flushed at once by ReverseProxy.
+		FlushInterval: 0,
 		ErrorHandler:  g.upstreamError,
 		ErrorLog:      slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
 	}

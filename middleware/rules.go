@@ -81,10 +81,11 @@ func (m *ruled) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	var sts []engine.Status
 	var code engine.Code
 	var err error
+	ctx := engine.WithRelease(r.Context())
 	if m.opts.Now != nil {
-		sts, code, err = m.engine.DecideAt(r.Context(), m.opts.Now(), m.domain, descs, hits)
+		sts, code, err = m.engine.DecideAt(ctx, m.opts.Now(), m.domain, descs, hits)
 	} else {
-		sts, code, err = m.engine.Decide(r.Context(), m.domain, descs, hits)
+		sts, code, err = m.engine.Decide(ctx, m.domain, descs, hits)
 	}
 	if err != nil {
 		if m.fail(w, r, fmt.Errorf("middleware: domain %q: %w", m.domain, err)) {

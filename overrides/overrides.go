@@ -21,8 +21,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,20 +32,27 @@ import (
 	"github.com/floodgate/floodgate"
 )
 
-// Backend keeps the encoded overrides, by field, with a version that
-// changes whenever one is written. The Redis store implements it with one
-// hash; [NewMemory] in this process.
+// Backend keeps the encoded overrides, by field, with a version: a token
+// that changes whenever one is written (a random one per write, so that a
+// backend that lost its data and was written again cannot repeat a version
+// an instance has seen). The Redis store implements it with one hash;
+// [NewMemory] in this process.
 type Backend interface {
 	// Overrides returns every override by field, and the version.
-	Overrides(ctx context.Context) (map[string]string, int64, error)
-	// OverridesVersion returns the version only.
-	OverridesVersion(ctx context.Context) (int64, error)
-	// PutOverride writes value under field and moves the version.
+	Overrides(ctx context.Context) (map[string]string, string, error)
+	// OverridesVersion returns the version only ("" when nothing was ever
+	// written).
+	OverridesVersion(ctx context.Context) (string, error)
+	// PutOverride writes value under field and changes the version.
 	PutOverride(ctx context.Context, field, value string) error
-	// DeleteOverride removes field, reports whether it was there, and moves
-	// the version when it was.
-	DeleteOverride(ctx context.Context, field string) (bool, error)
+	// DeleteOverride removes field when its value is ifValue (any value
+	// when ifValue is ""), reports whether it did, and then changes the
+	// version.
+	DeleteOverride(ctx context.Context, field, ifValue string) (bool, error)
 }
+
+// NewVersion returns a fresh version token for a [Backend].
+func NewVersion() string { return strconv.FormatUint(rand.Uint64(), 36) }
 
 // Override replaces the limits of one descriptor.
 type Override struct {
@@ -116,7 +125,7 @@ type Table struct {
 	snap    atomic.Pointer[snapshot]
 
 	mu       sync.Mutex // serialises refreshes
-	version  int64
+	version  string
 	loaded   bool
 	lastWarn time.Time
 
@@ -206,14 +215,16 @@ func (t *Table) Lookup(domain, key string) ([]floodgate.Limit, bool) {
 	return o.Limits, true
 }
 
-// List returns the overrides read, expired ones included until they are
-// removed, sorted by domain and key.
+// List returns the overrides read, those expired for less than
+// [CleanupGrace] included, sorted by domain and key.
 func (t *Table) List() []Override {
 	return slices.Clone(t.snap.Load().list)
 }
 
 // Put writes o (replacing any override of the same descriptor) and reads
-// the overrides again, so that it applies here at once.
+// the overrides again, so that it applies here at once. Its error is the
+// write's: a read that fails after it is logged, and the next poll
+// retries.
 func (t *Table) Put(ctx context.Context, o Override) error {
 	if err := o.Check(); err != nil {
 		return err
@@ -225,21 +236,36 @@ func (t *Table) Put(ctx context.Context, o Override) error {
 	if err := t.backend.PutOverride(ctx, field(o.Domain, o.Key), string(b)); err != nil {
 		return fmt.Errorf("override of %q: %w", o.Key, err)
 	}
-	return t.Refresh(ctx)
+	t.refreshAfterWrite(ctx)
+	return nil
 }
 
 // Delete removes the override of domain's descriptor key, reports whether
-// there was one, and reads the overrides again.
+// there was one, and reads the overrides again. Its error is the delete's.
 func (t *Table) Delete(ctx context.Context, domain, key string) (bool, error) {
-	found, err := t.backend.DeleteOverride(ctx, field(domain, key))
+	found, err := t.backend.DeleteOverride(ctx, field(domain, key), "")
 	if err != nil {
 		return false, fmt.Errorf("override of %q: %w", key, err)
 	}
-	return found, t.Refresh(ctx)
+	t.refreshAfterWrite(ctx)
+	return found, nil
 }
 
-// Refresh reads the overrides when the backend's version has moved since
-// the last read, and removes the expired ones from the backend.
+func (t *Table) refreshAfterWrite(ctx context.Context) {
+	if err := t.Refresh(ctx); err != nil {
+		t.warn("overrides: written, but not read back yet; the next poll retries", err)
+	}
+}
+
+// CleanupGrace is how long past its expiry an override stays in the
+// backend before an instance removes it: instances' clocks differ, and one
+// running fast must not remove an override the others still apply. Each
+// instance stops applying an override at its expiry by its own clock.
+const CleanupGrace = time.Minute
+
+// Refresh reads the overrides when the backend's version has changed since
+// the last read, and removes from the backend those expired for longer
+// than [CleanupGrace] (each only if it was not written again meanwhile).
 func (t *Table) Refresh(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -247,7 +273,7 @@ func (t *Table) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if t.loaded && v == t.version && !t.expired() {
+	if t.loaded && v == t.version && !t.stale() {
 		return nil
 	}
 	fields, v, err := t.backend.Overrides(ctx)
@@ -255,7 +281,7 @@ func (t *Table) Refresh(ctx context.Context) error {
 		return err
 	}
 	s := &snapshot{byDomain: map[string]map[string]*Override{}}
-	var expired []string
+	stale := map[string]string{} // field → the value read
 	now := t.opts.Now()
 	for f, val := range fields {
 		var o Override
@@ -263,8 +289,9 @@ func (t *Table) Refresh(ctx context.Context) error {
 			t.opts.Logger.Warn("overrides: skipping one that does not decode", "field", f, "err", err)
 			continue
 		}
-		if !o.Expires.IsZero() && !now.Before(o.Expires) {
-			expired = append(expired, f)
+		if !o.Expires.IsZero() && now.Sub(o.Expires) >= CleanupGrace {
+			stale[f] = val
+			continue
 		}
 		s.list = append(s.list, o)
 	}
@@ -281,22 +308,24 @@ func (t *Table) Refresh(ctx context.Context) error {
 	}
 	t.snap.Store(s)
 	t.version, t.loaded = v, true
-	// Any instance removes what has expired; the version moves, so the
-	// others read the list again.
-	for _, f := range expired {
-		if _, err := t.backend.DeleteOverride(ctx, f); err != nil {
+	// Any instance removes what expired long ago, unless it was written
+	// again since it was read; the version changes, so the others read the
+	// list again.
+	for f, val := range stale {
+		if _, err := t.backend.DeleteOverride(ctx, f, val); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// expired reports whether an override in the snapshot has expired, so that
-// Refresh reads and cleans the list even when nobody wrote.
-func (t *Table) expired() bool {
+// stale reports whether an override in the snapshot expired longer ago
+// than CleanupGrace, so that Refresh reads and cleans the list even when
+// nobody wrote.
+func (t *Table) stale() bool {
 	now := t.opts.Now()
 	for _, o := range t.snap.Load().list {
-		if !o.Expires.IsZero() && !now.Before(o.Expires) {
+		if !o.Expires.IsZero() && now.Sub(o.Expires) >= CleanupGrace {
 			return true
 		}
 	}
@@ -308,14 +337,14 @@ func (t *Table) expired() bool {
 type Memory struct {
 	mu      sync.Mutex
 	fields  map[string]string
-	version int64
+	version string
 }
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory() *Memory { return &Memory{fields: map[string]string{}} }
 
 // Overrides implements [Backend].
-func (m *Memory) Overrides(ctx context.Context) (map[string]string, int64, error) {
+func (m *Memory) Overrides(ctx context.Context) (map[string]string, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]string, len(m.fields))
@@ -326,7 +355,7 @@ func (m *Memory) Overrides(ctx context.Context) (map[string]string, int64, error
 }
 
 // OverridesVersion implements [Backend].
-func (m *Memory) OverridesVersion(ctx context.Context) (int64, error) {
+func (m *Memory) OverridesVersion(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.version, ctx.Err()
@@ -340,21 +369,22 @@ func (m *Memory) PutOverride(ctx context.Context, field, value string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fields[field] = value
-	m.version++
+	m.version = NewVersion()
 	return nil
 }
 
 // DeleteOverride implements [Backend].
-func (m *Memory) DeleteOverride(ctx context.Context, field string) (bool, error) {
+func (m *Memory) DeleteOverride(ctx context.Context, field, ifValue string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.fields[field]; !ok {
+	v, ok := m.fields[field]
+	if !ok || (ifValue != "" && v != ifValue) {
 		return false, nil
 	}
 	delete(m.fields, field)
-	m.version++
+	m.version = NewVersion()
 	return true, nil
 }

@@ -89,6 +89,13 @@ func TestTables(t *testing.T) {
 	if _, ok := a.Lookup("api", o.Key); ok {
 		t.Error("an expired override applies")
 	}
+	// Kept in the backend for CleanupGrace, for instances whose clocks run
+	// behind; then removed.
+	time.Sleep(60 * time.Millisecond)
+	if fields, _, _ := b.Overrides(ctx); len(fields) != 1 {
+		t.Errorf("an override expired for less than the grace: %d in the backend, want it kept", len(fields))
+	}
+	clk.add(overrides.CleanupGrace)
 	waitFor(t, "the expired override is removed from the backend", func() bool {
 		fields, _, _ := b.Overrides(ctx)
 		return len(fields) == 0
@@ -177,7 +184,7 @@ descriptors:
 	}
 	// An override never gives limits to an unlimited rule.
 	free, _ := e.Match("api", entries("free", "x")[0])
-	if err := tab.Put(ctx, overrides.Override{Domain: "api", Key: "api|free=x", Limits: thousand}); err != nil {
+	if err := tab.Put(ctx, overrides.Override{Domain: "api", Key: free.Key, Limits: thousand}); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := e.Match("api", entries("free", "x")[0]); m.Override || !m.Unlimited || !strings.HasPrefix(free.Key, "api|") {
@@ -209,5 +216,66 @@ func BenchmarkLookup(b *testing.B) {
 				c.tab.Lookup("api", c.key)
 			}
 		})
+	}
+}
+
+// An override renewed between an instance's read and its cleanup is not
+// removed: the cleanup deletes only the value it read.
+func TestCleanupSparesRenewed(t *testing.T) {
+	ctx := context.Background()
+	b := overrides.NewMemory()
+	if err := b.PutOverride(ctx, "api\x1fk", "old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutOverride(ctx, "api\x1fk", "renewed"); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := b.DeleteOverride(ctx, "api\x1fk", "old"); err != nil || found {
+		t.Errorf("compare-and-delete of a renewed value: %v %v, want not deleted", found, err)
+	}
+	if found, _ := b.DeleteOverride(ctx, "api\x1fk", "renewed"); !found {
+		t.Error("compare-and-delete of the value read: not deleted")
+	}
+}
+
+// Under an approximate store, an override the approximate store could not
+// count (a token bucket) is ignored: the rule's own limits apply.
+func TestApproximateOverrideIgnored(t *testing.T) {
+	set, err := rules.Parse("a.yaml", []byte(`
+domain: api
+descriptors:
+  - key: region
+    consistency: approximate
+    rate_limit: {requests_per_unit: 3, unit: hour}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tab := overrides.Open(ctx, overrides.NewMemory(), overrides.Options{})
+	defer tab.Close()
+	st, apx := memory.New(memory.Options{}), memory.New(memory.Options{})
+	defer st.Close()
+	defer apx.Close()
+	e := engine.NewWithOptions(st, engine.Static(set), engine.Options{Overrides: tab, Approximate: apx, OnStoreError: rules.FailOpen})
+	desc := [][]rules.Entry{{{Key: "region", Value: "eu"}}}
+	m, _ := e.Match("api", desc[0])
+	if err := tab.Put(ctx, overrides.Override{Domain: "api", Key: m.Key, Limits: thousand}); err != nil {
+		t.Fatal(err)
+	}
+	sts, _, err := e.Decide(ctx, "api", desc, nil)
+	if err != nil {
+		t.Fatalf("an approximate rule with a token bucket override: %v", err)
+	}
+	if sts[0].Match.Override || sts[0].Match.Limits[0].Quota != 3 {
+		t.Errorf("match %+v: want the rule's own limit", sts[0].Match)
+	}
+	// A sliding window override applies.
+	sw := []floodgate.Limit{{Algorithm: floodgate.SlidingWindow, Quota: 50, Window: time.Minute}}
+	if err := tab.Put(ctx, overrides.Override{Domain: "api", Key: m.Key, Limits: sw}); err != nil {
+		t.Fatal(err)
+	}
+	if sts, _, _ := e.Decide(ctx, "api", desc, nil); !sts[0].Match.Override || sts[0].Match.Limits[0].Quota != 50 {
+		t.Errorf("a sliding window override of an approximate rule: %+v", sts[0].Match)
 	}
 }

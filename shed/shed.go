@@ -5,10 +5,12 @@
 // Every request has a [Priority]: critical, normal or sheddable. A
 // [Shedder] of capacity C admits a sheddable request while fewer than
 // SheddableAt × C requests are in flight, a normal one while fewer than
-// NormalAt × C are, and a critical one while fewer than C are. With the
-// defaults (0.5 and 0.9) sheddable work gets at most half the capacity, and
-// the last tenth is kept for critical work: a flood of normal requests
-// cannot take the room critical requests need.
+// NormalAt × C are, and a critical one while fewer than C are (each share
+// rounded down, at least one slot, and below C when the share is below 1).
+// With the defaults (0.5 and 0.9) sheddable work gets at most half the
+// capacity, and the last tenth, at least one slot from a capacity of 2, is
+// kept for critical work: a flood of normal requests cannot take the room
+// critical requests need.
 //
 // A turned-away request costs an atomic compare-and-swap, no allocation and
 // no store call: [Shedder.Middleware] answers it 503 Service Unavailable
@@ -134,13 +136,19 @@ func New(opts Options) (*Shedder, error) {
 	s := &Shedder{capacity: c, retryAfter: strconv.FormatInt(int64((opts.RetryAfter+time.Second-1)/time.Second), 10)}
 	s.limits[Critical] = c
 	s.limits[Normal] = share(c, opts.NormalAt)
-	s.limits[Sheddable] = share(c, opts.SheddableAt)
+	s.limits[Sheddable] = min(share(c, opts.SheddableAt), s.limits[Normal])
 	return s, nil
 }
 
-// share returns frac of c, rounded down but at least 1.
+// share returns frac of c rounded down, at least 1; and below c when frac
+// is below 1 and c is at least 2, so that a share short of the whole
+// leaves at least one slot above it.
 func share(c int64, frac float64) int64 {
-	return max(1, min(c, int64(math.Floor(float64(c)*frac+1e-9))))
+	n := int64(math.Floor(float64(c)*frac + 1e-9))
+	if frac < 1 {
+		n = min(n, c-1)
+	}
+	return max(1, min(c, n))
 }
 
 // Limit returns how many requests may be in flight when one of priority p
@@ -173,10 +181,17 @@ func (s *Shedder) Acquire(p Priority) bool {
 	}
 }
 
-// Release ends a request that Acquire admitted.
+// Release ends a request that Acquire admitted. A Release without an
+// Acquire panics, leaving the count as it was.
 func (s *Shedder) Release() {
-	if s.inflight.Add(-1) < 0 {
-		panic("shed: Release without Acquire")
+	for {
+		n := s.inflight.Load()
+		if n <= 0 {
+			panic("shed: Release without Acquire")
+		}
+		if s.inflight.CompareAndSwap(n, n-1) {
+			return
+		}
 	}
 }
 

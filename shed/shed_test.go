@@ -85,6 +85,20 @@ func TestOptions(t *testing.T) {
 			t.Errorf("capacity 1: %v limit %d, want 1", p, s.Limit(p))
 		}
 	}
+	// Small capacities: each share rounded down, at least one slot, and one
+	// slot kept above a share below 1.
+	for _, c := range []struct{ capacity, sheddable, normal int64 }{
+		{2, 1, 1}, {3, 1, 2}, {5, 2, 4}, {7, 3, 6}, {10, 5, 9}, {11, 5, 9}, {20, 10, 18},
+	} {
+		s := newShedder(t, shed.Options{Capacity: int(c.capacity)})
+		if s.Limit(shed.Sheddable) != c.sheddable || s.Limit(shed.Normal) != c.normal || s.Limit(shed.Critical) != c.capacity {
+			t.Errorf("capacity %d: limits %d %d %d, want %d %d %d", c.capacity,
+				s.Limit(shed.Sheddable), s.Limit(shed.Normal), s.Limit(shed.Critical), c.sheddable, c.normal, c.capacity)
+		}
+	}
+	if s := newShedder(t, shed.Options{Capacity: 4, SheddableAt: 1, NormalAt: 1}); s.Limit(shed.Sheddable) != 4 || s.Limit(shed.Normal) != 4 {
+		t.Errorf("shares of 1: limits %d %d, want the whole capacity", s.Limit(shed.Sheddable), s.Limit(shed.Normal))
+	}
 	s = newShedder(t, shed.Options{Capacity: 100, SheddableAt: 0.25, NormalAt: 0.75})
 	if s.Limit(shed.Sheddable) != 25 || s.Limit(shed.Normal) != 75 || s.Limit(shed.Critical) != 100 {
 		t.Errorf("limits %d %d %d, want 25 75 100", s.Limit(shed.Sheddable), s.Limit(shed.Normal), s.Limit(shed.Critical))
@@ -213,6 +227,25 @@ func TestMiddleware(t *testing.T) {
 }
 
 // A handler that panics still frees its slot (net/http recovers the panic).
+// A Release without an Acquire panics and leaves the count alone.
+func TestReleaseWithoutAcquire(t *testing.T) {
+	s := newShedder(t, shed.Options{Capacity: 1})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("no panic")
+			}
+		}()
+		s.Release()
+	}()
+	if st := s.Stats(); st.InFlight != 0 {
+		t.Errorf("in flight %d after a refused release", st.InFlight)
+	}
+	if !s.Acquire(shed.Critical) || s.Acquire(shed.Critical) {
+		t.Error("capacity 1 after a refused release: want exactly one slot")
+	}
+}
+
 func TestMiddlewarePanic(t *testing.T) {
 	s := newShedder(t, shed.Options{Capacity: 1})
 	mw, _ := s.Middleware(shed.Header("X-Priority", shed.Critical))

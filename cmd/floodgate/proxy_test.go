@@ -467,3 +467,30 @@ func TestProxyShedding(t *testing.T) {
 		}
 	}
 }
+
+func TestShedFlags(t *testing.T) {
+	ok := shedConfig{capacity: 10, sheddableAt: 0.5, normalAt: 0.9, header: "X-Priority"}
+	if err := ok.check(); err != nil {
+		t.Fatal(err)
+	}
+	off := shedConfig{}
+	if err := off.check(); err != nil {
+		t.Errorf("shedding off: %v", err)
+	}
+	for _, c := range []struct {
+		mod  func(*shedConfig)
+		want string
+	}{
+		{func(c *shedConfig) { c.sheddableAt = 0 }, "--shed-sheddable-at 0"},
+		{func(c *shedConfig) { c.normalAt = 1.5 }, "--shed-normal-at 1.5"},
+		{func(c *shedConfig) { c.normalAt = 0.3 }, "lower --shed-sheddable-at too"},
+		{func(c *shedConfig) { c.header = "" }, "--shed-priority-header"},
+		{func(c *shedConfig) { c.capacity = -1 }, "--shed-capacity -1"},
+	} {
+		cfg := ok
+		c.mod(&cfg)
+		if err := cfg.check(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error saying %q", cfg, err, c.want)
+		}
+	}
+}

@@ -39,8 +39,15 @@ func (c shedConfig) check() error {
 	if c.capacity == 0 {
 		return nil
 	}
-	if c.header == "" {
+	switch {
+	case c.header == "":
 		return errors.New("--shed-priority-header: empty")
+	case !(c.sheddableAt > 0 && c.sheddableAt <= 1):
+		return fmt.Errorf("--shed-sheddable-at %v: want a share of capacity in (0, 1]", c.sheddableAt)
+	case !(c.normalAt > 0 && c.normalAt <= 1):
+		return fmt.Errorf("--shed-normal-at %v: want a share of capacity in (0, 1]", c.normalAt)
+	case c.sheddableAt > c.normalAt:
+		return fmt.Errorf("--shed-sheddable-at %v is above --shed-normal-at %v: sheddable requests must be shed first; lower --shed-sheddable-at too", c.sheddableAt, c.normalAt)
 	}
 	_, err := c.shedder()
 	return err

@@ -43,8 +43,8 @@ func TestOverridesBackend(t *testing.T) {
 		t.Run(topo, func(t *testing.T) {
 			a, b := storePair(t, topo)
 			ctx := context.Background()
-			if v, err := b.OverridesVersion(ctx); err != nil || v != 0 {
-				t.Fatalf("version of no overrides: %d, %v", v, err)
+			if v, err := b.OverridesVersion(ctx); err != nil || v != "" {
+				t.Fatalf("version of no overrides: %q, %v", v, err)
 			}
 			ta := overrides.Open(ctx, a, overrides.Options{Interval: 20 * time.Millisecond})
 			defer ta.Close()
@@ -68,18 +68,24 @@ func TestOverridesBackend(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			fields, v, err := b.Overrides(ctx)
-			if err != nil || len(fields) != 1 || v != 1 {
-				t.Fatalf("overrides %v, version %d, %v; want one, version 1", fields, v, err)
+			fields, v1, err := b.Overrides(ctx)
+			if err != nil || len(fields) != 1 || v1 == "" {
+				t.Fatalf("overrides %v, version %q, %v; want one, and a version", fields, v1, err)
 			}
-			if found, err := b.DeleteOverride(ctx, "api\x1fnone"); err != nil || found {
+			if found, err := b.DeleteOverride(ctx, "api\x1fnone", ""); err != nil || found {
 				t.Errorf("deleting a missing override: %v %v", found, err)
+			}
+			if found, err := b.DeleteOverride(ctx, "api\x1f"+key, "another value"); err != nil || found {
+				t.Errorf("deleting an override whose value changed: %v %v, want not deleted", found, err)
+			}
+			if v, _ := a.OverridesVersion(ctx); v != v1 {
+				t.Errorf("version moved from %q to %q without a write", v1, v)
 			}
 			if found, err := tb.Delete(ctx, "api", key); err != nil || !found {
 				t.Fatalf("delete: %v %v", found, err)
 			}
-			if v, _ := a.OverridesVersion(ctx); v != 2 {
-				t.Errorf("version after a put and a delete: %d, want 2", v)
+			if v, _ := a.OverridesVersion(ctx); v == v1 || v == "" {
+				t.Errorf("version after a delete: %q, want a new one (was %q)", v, v1)
 			}
 		})
 	}
