@@ -101,7 +101,7 @@ func New(upstream string, opts Options) (*Gateway, error) {
 			}
 			pr.SetXForwarded()
 		},
-		Transport:     transport,
+		Transport: transport,
 		// 0: a response of known length is written as the upstream sends
 		// it, but its last bytes reach the client only once the handler
 		// chain has returned, so the middleware's releases (concurrency
