@@ -446,17 +446,10 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry := AuditEntry{Action: "reset", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
-	refuse := func(status int, msg string) {
-		entry.Outcome = msg
-		h.record(entry)
-		writeError(w, status, msg)
-	}
+	refuse := h.refuser(w, entry)
 	switch {
-	case m.Unlimited:
-		refuse(http.StatusConflict, fmt.Sprintf("rule %s is unlimited: it keeps no state to reset", m.Rule.ID))
-		return
-	case m.Deny:
-		refuse(http.StatusConflict, fmt.Sprintf("rule %s denies every request: it keeps no state to reset", m.Rule.ID))
+	case stateless(m) != "":
+		refuse(http.StatusConflict, stateless(m)+": it keeps no state to reset")
 		return
 	case m.Rule.Consistency == rules.Approximate && h.engine.Approximate() != nil:
 		refuse(http.StatusConflict, fmt.Sprintf("rule %s is approximate: its counts are kept in every instance and cannot be reset from one", m.Rule.ID))
@@ -479,6 +472,28 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 		h.logger.Warn("admin: reset done, but its state cannot be read", "key", m.Key, "err", msg)
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// refuser returns a function that audits entry with a refusal or failure
+// as its outcome, and answers it with status.
+func (h *Handler) refuser(w http.ResponseWriter, entry AuditEntry) func(status int, msg string) {
+	return func(status int, msg string) {
+		entry.Outcome = msg
+		h.record(entry)
+		writeError(w, status, msg)
+	}
+}
+
+// stateless says why m's rule has no limits (unlimited, deny), "" when it
+// has some.
+func stateless(m rules.Match) string {
+	switch {
+	case m.Unlimited:
+		return fmt.Sprintf("rule %s is unlimited", m.Rule.ID)
+	case m.Deny:
+		return fmt.Sprintf("rule %s denies every request", m.Rule.ID)
+	}
+	return ""
 }
 
 // AuditEntry is one change made through the admin API, or refused.

@@ -117,17 +117,10 @@ func (h *Handler) putOverride(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry := AuditEntry{Action: "override", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
-	refuse := func(status int, msg string) {
-		entry.Outcome = msg
-		h.record(entry)
-		writeError(w, status, msg)
-	}
+	refuse := h.refuser(w, entry)
 	switch {
-	case m.Unlimited:
-		refuse(http.StatusConflict, fmt.Sprintf("rule %s is unlimited: an override needs a rule with limits", m.Rule.ID))
-		return
-	case m.Deny:
-		refuse(http.StatusConflict, fmt.Sprintf("rule %s denies every request: an override needs a rule with limits", m.Rule.ID))
+	case stateless(m) != "":
+		refuse(http.StatusConflict, stateless(m)+": an override needs a rule with limits")
 		return
 	case m.Rule.Consistency == rules.Approximate:
 		if err := rules.CheckApproximate(limits); err != nil {

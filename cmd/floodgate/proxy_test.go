@@ -315,6 +315,24 @@ func TestProxyStoreOutage(t *testing.T) {
 	}
 }
 
+// slowUpstream is an upstream that answers "ok" at once, but holds requests
+// to path until finish is closed (at most 20s), telling entered of each.
+func slowUpstream(t *testing.T, path string) (up *httptest.Server, entered chan struct{}, finish chan struct{}) {
+	entered, finish = make(chan struct{}, 4), make(chan struct{})
+	up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			entered <- struct{}{}
+			select {
+			case <-finish:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok\n")
+	}))
+	t.Cleanup(up.Close)
+	return up, entered, finish
+}
+
 // inflightRules allows two requests in flight per client address on /up/,
 // across every proxy sharing the store.
 const inflightRules = `
@@ -333,19 +351,7 @@ descriptors:
 // flight; a third, through either, is denied until one ends, and every
 // lease comes back when its request is done.
 func TestProxyInFlightRedis(t *testing.T) {
-	entered := make(chan struct{}, 4)
-	finish := make(chan struct{})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/up/slow" {
-			entered <- struct{}{}
-			select {
-			case <-finish:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		io.WriteString(w, "ok\n")
-	}))
-	defer up.Close()
+	up, entered, finish := slowUpstream(t, "/up/slow")
 	srv := redistest.StartServer(t)
 	ps := proctest.StartN(t, 2, proctest.Options{
 		Args: []string{"proxy", "--config", writeFile(t, "gw.yaml", inflightRules), "--store", "redis://" + srv.Addr, "--store-timeout", "2s"},
@@ -394,19 +400,7 @@ func TestProxyInFlightRedis(t *testing.T) {
 // in /metrics (normal admissions include the readiness probes of /healthz,
 // which the proxy forwards, so they are not counted exactly).
 func TestProxyShedding(t *testing.T) {
-	entered := make(chan struct{}, 1)
-	finish := make(chan struct{})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			entered <- struct{}{}
-			select {
-			case <-finish:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		io.WriteString(w, "ok\n")
-	}))
-	defer up.Close()
+	up, entered, finish := slowUpstream(t, "/slow")
 	p := proctest.Start(t, proctest.Options{
 		Args: []string{"proxy", "--config", writeFile(t, "gw.yaml", proxyRules), "--metrics", "127.0.0.1:0",
 			"--shed-capacity", "2", "--shed-normal-at", "0.5", "--shed-sheddable-at", "0.5"},
