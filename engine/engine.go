@@ -52,7 +52,7 @@
 // # Concurrency leases
 //
 // A front that knows when a request ends (the net/http middleware, the
-// gateway) decides with a context from [WithRelease]: a descriptor whose
+// gateway) decides with [Engine.DecideWithLeases]: a descriptor whose
 // limits include a concurrency limit then acquires a lease of its own,
 // named in [Status.Lease], and the front gives it back with
 // [Engine.Release], so the limit counts requests in flight. Envoy's API and
@@ -333,21 +333,35 @@ func (e *Engine) Approximate() floodgate.Store { return e.opts.Approximate }
 // call. The error wraps [floodgate.ErrInvalid] for bad hits, or [ErrStore]
 // when the store cannot decide; statuses are nil then.
 func (e *Engine) Decide(ctx context.Context, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
-	return e.decide(ctx, 0, domain, descriptors, hits)
+	return e.decide(ctx, 0, domain, descriptors, hits, false)
 }
 
 // DecideAt is Decide at an explicit instant instead of the store's clock,
 // for tests that must not depend on the time they run at.
 func (e *Engine) DecideAt(ctx context.Context, now time.Time, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
-	return e.decide(ctx, floodgate.UnixMicro(now), domain, descriptors, hits)
+	return e.decide(ctx, floodgate.UnixMicro(now), domain, descriptors, hits, false)
 }
 
-func (e *Engine) decide(ctx context.Context, now int64, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
+// DecideWithLeases is Decide for a front that releases, with
+// [Engine.Release], the leases of the statuses it returns once the request
+// ends, as the net/http middleware does: a concurrency limit's lease is then
+// named ([Status.Lease]). Otherwise (Decide: Envoy's API, POST /json) the
+// lease is anonymous and only expires. A zero now decides on the store's
+// clock; another, at that instant (see [Engine.DecideAt]).
+func (e *Engine) DecideWithLeases(ctx context.Context, now time.Time, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
+	var at int64
+	if !now.IsZero() {
+		at = floodgate.UnixMicro(now)
+	}
+	return e.decide(ctx, at, domain, descriptors, hits, true)
+}
+
+func (e *Engine) decide(ctx context.Context, now int64, domain string, descriptors [][]rules.Entry, hits []int64, releasing bool) ([]Status, Code, error) {
 	var set *rules.Set
 	if e.rules != nil {
 		set = e.rules()
 	}
-	sts, code, err := e.decideWith(ctx, set, now, domain, descriptors, hits)
+	sts, code, err := e.decideWith(ctx, set, now, domain, descriptors, hits, releasing)
 	if e.opts.Observe != nil {
 		e.observe(ctx, domain, set, sts, err)
 	}
@@ -459,7 +473,7 @@ func (e *Engine) Peek(ctx context.Context, m rules.Match) ([]floodgate.Result, e
 }
 
 // decideWith is decide under the rules set.
-func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, domain string, descriptors [][]rules.Entry, hits []int64) ([]Status, Code, error) {
+func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, domain string, descriptors [][]rules.Entry, hits []int64, releasing bool) ([]Status, Code, error) {
 	if hits != nil && len(hits) != len(descriptors) {
 		return nil, Unknown, fmt.Errorf("engine: %d hits for %d descriptors: %w", len(hits), len(descriptors), floodgate.ErrInvalid)
 	}
@@ -490,7 +504,6 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 	var ops []floodgate.Op
 	var idx []int // ops[j] decides descriptor idx[j]
 	if n > 0 {
-		releasing := Releasing(ctx)
 		ops = make([]floodgate.Op, 0, n)
 		idx = make([]int, 0, n)
 		each := make([]floodgate.Result, 0, n*2)
@@ -614,25 +627,6 @@ func (e *Engine) Match(domain string, entries []rules.Entry) (rules.Match, bool)
 		e.override(&m)
 	}
 	return m, ok
-}
-
-// releasingKey is the context key of [WithRelease].
-type releasingKey struct{}
-
-// WithRelease returns ctx saying that its caller releases the leases of
-// the statuses Decide returns ([Engine.Release]) when the request ends, as
-// the net/http middleware does. Only then are a concurrency rule's leases
-// named; otherwise (Envoy's API, POST /json) they are anonymous and only
-// expire.
-func WithRelease(ctx context.Context) context.Context {
-	return context.WithValue(ctx, releasingKey{}, true)
-}
-
-// Releasing reports whether ctx says its caller releases leases (see
-// [WithRelease]).
-func Releasing(ctx context.Context) bool {
-	v, _ := ctx.Value(releasingKey{}).(bool)
-	return v
 }
 
 // releaseLost gives back, in the background and on a short deadline of its

@@ -54,7 +54,7 @@ func TestLeases(t *testing.T) {
 			ctx := context.Background()
 			decide := func(descs ...[]rules.Entry) ([]engine.Status, engine.Code) {
 				t.Helper()
-				sts, code, err := e.DecideAt(engine.WithRelease(ctx), at, "l", descs, nil)
+				sts, code, err := e.DecideWithLeases(ctx, at, "l", descs, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -91,7 +91,7 @@ func TestLeases(t *testing.T) {
 			// Another descriptor without a concurrency limit holds no lease;
 			// a peek (hits 0) takes none.
 			if c.fail == nil {
-				sts, _, err := e.DecideAt(engine.WithRelease(ctx), at, "l", [][]rules.Entry{d("ip", "x"), d("uploads", "v")}, []int64{1, 0})
+				sts, _, err := e.DecideWithLeases(ctx, at, "l", [][]rules.Entry{d("ip", "x"), d("uploads", "v")}, []int64{1, 0})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -107,7 +107,7 @@ func TestLeases(t *testing.T) {
 func TestReleaseError(t *testing.T) {
 	e, cs := leaseEngine(t, nil)
 	ctx := context.Background()
-	sts, _, err := e.DecideAt(engine.WithRelease(ctx), at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+	sts, _, err := e.DecideWithLeases(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
 	if err != nil || sts[0].Lease == "" {
 		t.Fatalf("%v, lease %q", err, sts[0].Lease)
 	}
@@ -117,7 +117,7 @@ func TestReleaseError(t *testing.T) {
 	}
 }
 
-// Without WithRelease (Envoy's API, POST /json) no lease is named: nobody
+// With Decide (Envoy's API, POST /json) no lease is named: nobody
 // would release it, and an anonymous lease costs the store less.
 func TestNoLeaseWithoutRelease(t *testing.T) {
 	e, _ := leaseEngine(t, nil)
@@ -126,7 +126,7 @@ func TestNoLeaseWithoutRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sts[0].Code != engine.OK || sts[0].Lease != "" {
-		t.Errorf("without WithRelease: %v, lease %q; want OK and no lease", sts[0].Code, sts[0].Lease)
+		t.Errorf("with Decide: %v, lease %q; want OK and no lease", sts[0].Code, sts[0].Lease)
 	}
 }
 
@@ -163,9 +163,9 @@ func TestLostLeasesReleased(t *testing.T) {
 	st.failing.Store(true)
 	e := engine.NewWithOptions(st, engine.Static(set), engine.Options{})
 	defer e.Close()
-	ctx := engine.WithRelease(context.Background())
+	ctx := context.Background()
 	for range 2 {
-		sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+		sts, _, err := e.DecideWithLeases(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
 		if err != nil || sts[0].Policy != rules.FailLocal || sts[0].Code != engine.OK {
 			t.Fatalf("while the answers are lost: %+v, %v; want OK by the local policy", sts, err)
 		}
@@ -176,7 +176,7 @@ func TestLostLeasesReleased(t *testing.T) {
 	st.failing.Store(false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		sts, _, err := e.DecideAt(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
+		sts, _, err := e.DecideWithLeases(ctx, at, "l", [][]rules.Entry{d("uploads", "u")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

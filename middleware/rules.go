@@ -81,12 +81,11 @@ func (m *ruled) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	var sts []engine.Status
 	var code engine.Code
 	var err error
-	ctx := engine.WithRelease(r.Context())
+	var now time.Time
 	if m.opts.Now != nil {
-		sts, code, err = m.engine.DecideAt(ctx, m.opts.Now(), m.domain, descs, hits)
-	} else {
-		sts, code, err = m.engine.Decide(ctx, m.domain, descs, hits)
+		now = m.opts.Now()
 	}
+	sts, code, err = m.engine.DecideWithLeases(r.Context(), now, m.domain, descs, hits)
 	if err != nil {
 		if m.fail(w, r, fmt.Errorf("middleware: domain %q: %w", m.domain, err)) {
 			next.ServeHTTP(w, r)
