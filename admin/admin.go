@@ -39,6 +39,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -89,6 +90,13 @@ type Options struct {
 	// Gatherer, when set, serves GET /admin/v1/stats (and the dashboard's
 	// charts) from it: a metrics.Metrics's Registry. Nil answers 404 there.
 	Gatherer prometheus.Gatherer
+	// SharedAudit, when set, keeps the audit log for every instance (the
+	// newest AuditSize entries); this process keeps its own entries too,
+	// and answers them when the shared log cannot be read.
+	SharedAudit SharedAudit
+	// Instance names this instance in audit entries (serve uses the host
+	// name and the process id).
+	Instance string
 }
 
 // Handler serves the admin API. Create it with [New]. It is safe for
@@ -97,6 +105,8 @@ type Handler struct {
 	engine    *engine.Engine
 	overrides *overrides.Table
 	gatherer  prometheus.Gatherer
+	shared    SharedAudit
+	instance  string
 	token     [sha256.Size]byte
 	logger    *slog.Logger
 	now       func() time.Time
@@ -135,6 +145,8 @@ func New(e *engine.Engine, opts Options) (*Handler, error) {
 		engine:    e,
 		overrides: opts.Overrides,
 		gatherer:  opts.Gatherer,
+		shared:    opts.SharedAudit,
+		instance:  opts.Instance,
 		token:     sha256.Sum256([]byte(opts.Token)),
 		logger:    opts.Logger,
 		now:       opts.Now,
@@ -446,7 +458,7 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry := AuditEntry{Action: "reset", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
-	refuse := h.refuser(w, entry)
+	refuse := h.refuser(w, r, entry)
 	switch {
 	case stateless(m) != "":
 		refuse(http.StatusConflict, stateless(m)+": it keeps no state to reset")
@@ -464,7 +476,7 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry.Outcome = "done"
-	h.record(entry)
+	h.record(r.Context(), entry)
 	resp, status, msg := h.state(r, req, m)
 	resp.Reset = true
 	if status != http.StatusOK {
@@ -476,10 +488,10 @@ func (h *Handler) reset(w http.ResponseWriter, r *http.Request) {
 
 // refuser returns a function that audits entry with a refusal or failure
 // as its outcome, and answers it with status.
-func (h *Handler) refuser(w http.ResponseWriter, entry AuditEntry) func(status int, msg string) {
+func (h *Handler) refuser(w http.ResponseWriter, r *http.Request, entry AuditEntry) func(status int, msg string) {
 	return func(status int, msg string) {
 		entry.Outcome = msg
-		h.record(entry)
+		h.record(r.Context(), entry)
 		writeError(w, status, msg)
 	}
 }
@@ -498,35 +510,72 @@ func stateless(m rules.Match) string {
 
 // AuditEntry is one change made through the admin API, or refused.
 type AuditEntry struct {
-	// Seq numbers the entries from 1, in the order they were made.
-	Seq        int64     `json:"seq"`
-	Time       time.Time `json:"time"`
-	Action     string    `json:"action"`
-	Remote     string    `json:"remote"`
-	Domain     string    `json:"domain"`
-	Descriptor []Entry   `json:"descriptor"`
-	Rule       string    `json:"rule"`
-	Key        string    `json:"key"`
+	// Seq numbers the entries from 1, in the order they were made: across
+	// every instance when the log is shared, in this process otherwise.
+	Seq  int64     `json:"seq"`
+	Time time.Time `json:"time"`
+	// Instance names the instance that made the change ([Options.Instance]).
+	Instance   string  `json:"instance,omitempty"`
+	Action     string  `json:"action"`
+	Remote     string  `json:"remote"`
+	Domain     string  `json:"domain"`
+	Descriptor []Entry `json:"descriptor"`
+	Rule       string  `json:"rule"`
+	Key        string  `json:"key"`
 	// Outcome is "done", or why the change was refused or failed.
 	Outcome string `json:"outcome"`
 }
 
-// record appends e to the audit log and logs it.
-func (h *Handler) record(e AuditEntry) {
+// SharedAudit keeps an audit log that every instance appends to and reads:
+// the Redis store implements it with a list, so that the log shows the
+// changes made through any instance.
+type SharedAudit interface {
+	// AppendAudit adds entry (encoded) with the next sequence number, keeps
+	// the newest keep entries, and returns the number.
+	AppendAudit(ctx context.Context, entry string, keep int) (int64, error)
+	// Audit returns the newest n entries, newest first, with their
+	// sequence numbers.
+	Audit(ctx context.Context, n int) (seqs []int64, entries []string, err error)
+}
+
+// auditTimeout bounds a write to the shared audit log.
+const auditTimeout = 2 * time.Second
+
+// record appends e to the audit log (the shared one when set, and this
+// process's) and logs it.
+func (h *Handler) record(ctx context.Context, e AuditEntry) {
+	e.Time, e.Instance = h.now().UTC(), h.instance
+	shared := false
+	if h.shared != nil {
+		b, err := json.Marshal(e)
+		if err == nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+			e.Seq, err = h.shared.AppendAudit(actx, string(b), len(h.audit))
+			cancel()
+		}
+		if err != nil {
+			h.logger.Warn("admin audit: cannot write to the shared log; kept in this instance's", "err", err)
+		} else {
+			shared = true
+		}
+	}
 	h.mu.Lock()
-	h.seq++
-	e.Seq, e.Time = h.seq, h.now().UTC()
+	if !shared {
+		h.seq++
+		e.Seq = h.seq
+	}
 	h.audit[h.next] = e
 	h.next++
 	if h.next == len(h.audit) {
 		h.next, h.full = 0, true
 	}
 	h.mu.Unlock()
-	h.logger.Info("admin audit", "seq", e.Seq, "action", e.Action, "remote", e.Remote, "domain", e.Domain,
+	h.logger.Info("admin audit", "seq", e.Seq, "shared", shared, "action", e.Action, "remote", e.Remote, "domain", e.Domain,
 		"descriptor", describe(e.Descriptor), "rule", e.Rule, "key", e.Key, "outcome", e.Outcome)
 }
 
-// Audit returns the audit entries kept, newest first.
+// Audit returns the audit entries this process keeps, newest first: the
+// changes made through it.
 func (h *Handler) Audit() []AuditEntry {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -543,11 +592,35 @@ func (h *Handler) Audit() []AuditEntry {
 
 // AuditResponse is the answer to GET /admin/v1/audit.
 type AuditResponse struct {
+	// Shared is set when the entries are the shared log's (every
+	// instance's changes); otherwise they are this instance's.
+	Shared  bool         `json:"shared"`
 	Entries []AuditEntry `json:"entries"`
+	// Error says why the shared log could not be read, when it is set but
+	// this instance's entries are answered.
+	Error string `json:"error,omitempty"`
 }
 
 func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit()})
+	if h.shared == nil {
+		writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit()})
+		return
+	}
+	seqs, got, err := h.shared.Audit(r.Context(), len(h.audit))
+	if err != nil {
+		writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit(), Error: "the shared log cannot be read: " + err.Error()})
+		return
+	}
+	resp := AuditResponse{Shared: true, Entries: make([]AuditEntry, 0, len(got))}
+	for i, g := range got {
+		var e AuditEntry
+		if err := json.Unmarshal([]byte(g), &e); err != nil {
+			continue
+		}
+		e.Seq = seqs[i]
+		resp.Entries = append(resp.Entries, e)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 type problem struct {

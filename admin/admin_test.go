@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -531,5 +532,30 @@ func TestDashboardAndStats(t *testing.T) {
 	}
 	if got["ok"] != 2 || got["over_limit"] != 1 || stats.Time == 0 {
 		t.Errorf("decisions of api.user by outcome %v at %d, want 2 ok and 1 over_limit", got, stats.Time)
+	}
+}
+
+// brokenAudit is a shared audit log that cannot be reached.
+type brokenAudit struct{}
+
+func (brokenAudit) AppendAudit(context.Context, string, int) (int64, error) {
+	return 0, errors.New("connection refused")
+}
+func (brokenAudit) Audit(context.Context, int) ([]int64, []string, error) {
+	return nil, nil, errors.New("connection refused")
+}
+
+// A shared audit log that cannot be reached loses nothing: the entries
+// are kept, numbered and answered by this instance, saying why.
+func TestSharedAuditDown(t *testing.T) {
+	f := newFixture(t, admin.Options{SharedAudit: brokenAudit{}, Instance: "test-1"})
+	if resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"user","value":"a"}]}`, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("reset: %d", resp.StatusCode)
+	}
+	var audit admin.AuditResponse
+	f.do(t, "GET", "/admin/v1/audit", bearer, "", &audit)
+	if audit.Shared || !strings.Contains(audit.Error, "connection refused") || len(audit.Entries) != 1 ||
+		audit.Entries[0].Seq != 1 || audit.Entries[0].Instance != "test-1" || audit.Entries[0].Outcome != "done" {
+		t.Errorf("audit with the shared log down: %+v", audit)
 	}
 }

@@ -117,7 +117,7 @@ func (h *Handler) putOverride(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry := AuditEntry{Action: "override", Remote: r.RemoteAddr, Domain: req.Domain, Descriptor: req.Descriptor, Rule: m.Rule.ID, Key: m.Key}
-	refuse := h.refuser(w, entry)
+	refuse := h.refuser(w, r, entry)
 	switch {
 	case stateless(m) != "":
 		refuse(http.StatusConflict, stateless(m)+": an override needs a rule with limits")
@@ -143,7 +143,7 @@ func (h *Handler) putOverride(w http.ResponseWriter, r *http.Request) {
 	if req.Reason != "" {
 		entry.Outcome += " (" + req.Reason + ")"
 	}
-	h.record(entry)
+	h.record(r.Context(), entry)
 	writeJSON(w, http.StatusOK, h.overrideView(o))
 }
 
@@ -185,13 +185,13 @@ func (h *Handler) deleteOverride(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 		entry.Outcome = "the override cannot be deleted: " + err.Error()
-		h.record(entry)
+		h.record(r.Context(), entry)
 		writeError(w, http.StatusServiceUnavailable, entry.Outcome)
 	case !found:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no override of key %q in domain %q", entry.Key, req.Domain))
 	default:
 		entry.Outcome = "done"
-		h.record(entry)
+		h.record(r.Context(), entry)
 		writeJSON(w, http.StatusOK, map[string]bool{"deleted": true})
 	}
 }

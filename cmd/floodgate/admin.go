@@ -81,7 +81,11 @@ func listenAdmin(cfg adminConfig, stk *stack, logger *slog.Logger) (*sideServer,
 		logger.Info("admin API off: no token (set FLOODGATE_ADMIN_TOKEN or --admin-token-file)")
 		return nil, nil
 	}
-	h, err := admin.New(stk.engine, admin.Options{Token: tok, Logger: logger, Overrides: stk.overrides, Gatherer: stk.mx.Registry()})
+	opts := admin.Options{Token: tok, Logger: logger, Overrides: stk.overrides, Gatherer: stk.mx.Registry(), Instance: instanceName()}
+	if sa, ok := stk.base.(admin.SharedAudit); ok {
+		opts.SharedAudit = sa
+	}
+	h, err := admin.New(stk.engine, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +97,15 @@ func listenAdmin(cfg adminConfig, stk *stack, logger *slog.Logger) (*sideServer,
 		logger.Warn("admin API listening beyond loopback", "addr", srv.ln.Addr().String())
 	}
 	return srv, nil
+}
+
+// instanceName names this process in audit entries: host name and pid.
+func instanceName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }
 
 // loopback reports whether a is a loopback address.

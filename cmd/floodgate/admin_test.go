@@ -246,6 +246,18 @@ func TestAdminOverrideRedis(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The audit log is shared: the first process lists the put it made and
+	// the delete the other made, numbered in one sequence.
+	code, body = adminCall(t, ps[0], "GET", "/admin/v1/audit", adminToken, "")
+	entries, _ := body["entries"].([]any)
+	if code != http.StatusOK || body["shared"] != true || len(entries) != 2 {
+		t.Fatalf("audit on the first process: %d %v", code, body)
+	}
+	newest, oldest := entries[0].(map[string]any), entries[1].(map[string]any)
+	if newest["action"] != "delete override" || oldest["action"] != "override" || newest["seq"] != 2.0 || oldest["seq"] != 1.0 ||
+		newest["instance"] == oldest["instance"] || newest["instance"] == nil {
+		t.Errorf("shared audit: %v", entries)
+	}
 	// Back under the rule's own count: 3 a day, untouched so far.
 	if got := spend(t, ps[0], 4); got != 3 {
 		t.Errorf("after the delete: admitted %d of 4, want the rule's 3", got)

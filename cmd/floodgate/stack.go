@@ -74,9 +74,12 @@ type stack struct {
 	res       *resilience
 	apx       *approx.Store // nil unless the store syncs counters
 	overrides *overrides.Table
-	mx        *metrics.Metrics
-	name      string // the --store url, for logs
-	logger    *slog.Logger
+	// base is the store the stack was built over (memory or Redis), for
+	// what it offers besides decisions (the shared audit log).
+	base   floodgate.Store
+	mx     *metrics.Metrics
+	name   string // the --store url, for logs
+	logger *slog.Logger
 }
 
 // newStack opens the store cfg.store and builds the stack over it, with an
@@ -118,6 +121,7 @@ func newStack(ctx context.Context, cfg stackConfig, ruleSet func() *rules.Set, f
 		res:       res,
 		apx:       apx,
 		overrides: ov,
+		base:      st,
 		mx:        mx,
 		name:      cfg.store,
 		logger:    logger,

@@ -144,3 +144,27 @@ func TestResetKeys(t *testing.T) {
 		})
 	}
 }
+
+// The shared audit log numbers entries across stores on one server, keeps
+// the newest, and answers newest first.
+func TestSharedAudit(t *testing.T) {
+	for _, topo := range []string{"standalone", "cluster"} {
+		t.Run(topo, func(t *testing.T) {
+			a, b := storePair(t, topo)
+			ctx := context.Background()
+			for i, s := range []*redisstore.Store{a, b, a, b} {
+				seq, err := s.AppendAudit(ctx, fmt.Sprintf(`{"n":%d}`, i), 3)
+				if err != nil || seq != int64(i+1) {
+					t.Fatalf("append %d: seq %d, %v", i, seq, err)
+				}
+			}
+			seqs, entries, err := a.Audit(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(entries) != 3 || seqs[0] != 4 || entries[0] != `{"n":3}` || seqs[2] != 2 {
+				t.Errorf("audit: %v %v, want the newest 3, newest first", seqs, entries)
+			}
+		})
+	}
+}
