@@ -538,7 +538,8 @@ func (e *Engine) decideWith(ctx context.Context, set *rules.Set, now int64, doma
 		}
 		var err error
 		if split > 0 {
-			if err = e.store.Decide(ctx, ops[:split]); err != nil {
+			ended := ctx.Err() != nil // nothing reaches the store then
+			if err = e.store.Decide(ctx, ops[:split]); err != nil && !ended {
 				e.releaseLost(ops[:split])
 			}
 		}

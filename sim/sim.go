@@ -85,6 +85,13 @@ type Result struct {
 	BytesPerKey float64
 }
 
+// Bounds of a run: the arrivals of both workloads, and the sliding log's
+// work (arrivals × events added up per decision).
+const (
+	maxArrivals = 20_000_000
+	maxLogWork  = 4e9
+)
+
 // RateAlgorithms are the algorithms that limit a rate.
 var RateAlgorithms = []floodgate.Algorithm{
 	floodgate.FixedWindow, floodgate.SlidingWindowLog, floodgate.SlidingWindow, floodgate.TokenBucket, floodgate.GCRA,
@@ -117,10 +124,17 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("sim: load %v: want 0 < load <= 1000", o.Load)
 	case o.Windows < 1 || o.Windows > 10_000:
 		return fmt.Errorf("sim: %d windows: want 1 to 10000", o.Windows)
-	case o.Quota*int64(o.Windows) > 10_000_000 || float64(o.Quota)*o.Load*float64(o.Windows) > 20_000_000:
-		return fmt.Errorf("sim: quota %d × load %v × %d windows: want at most 20 million requests", o.Quota, o.Load, o.Windows)
+	case o.Quota <= 0:
+		return fmt.Errorf("sim: quota %d: want at least 1", o.Quota)
+	case float64(o.Quota)*(o.Load*float64(o.Windows)+4) > maxArrivals:
+		return fmt.Errorf("sim: quota %d × (load %v × %d windows + 4 for the edge): want at most %d requests", o.Quota, o.Load, o.Windows, maxArrivals)
 	}
 	for _, a := range o.Algorithms {
+		// The log adds up the events of the window at each decision: its
+		// cost is arrivals × quota.
+		if a == floodgate.SlidingWindowLog && float64(o.Quota)*float64(o.Quota)*(o.Load*float64(o.Windows)+4) > maxLogWork {
+			return fmt.Errorf("sim: sliding_window_log with quota %d: want quota² × (load × windows + 4) at most %g, so that it ends in seconds", o.Quota, float64(maxLogWork))
+		}
 		if a == floodgate.Concurrency {
 			return fmt.Errorf("sim: concurrency limits work in flight, not a rate: nothing to simulate")
 		}
@@ -143,11 +157,7 @@ func Run(opts Options) ([]Result, error) {
 		r.Steady = run(l, steady(opts))
 		r.Edge = run(l, edge(opts))
 		if opts.MemoryKeys > 0 {
-			// State size does not depend on the window; an hour keeps
-			// every entry live while it is measured.
-			ml := l
-			ml.Window = time.Hour
-			b, err := bytesPerKey(ml, opts.MemoryKeys)
+			b, err := bytesPerKey(l, opts.MemoryKeys)
 			if err != nil {
 				return nil, err
 			}
@@ -158,9 +168,14 @@ func Run(opts Options) ([]Result, error) {
 	return out, nil
 }
 
-// base is the workloads' first instant, in µs: 2024-01-01 00:00:00 UTC,
-// aligned to every window that divides a day.
+// base is about when the workloads start, in µs: 2024-01-01 00:00:00 UTC.
+// Each run starts at the window boundary at or before it ([start]).
 const base int64 = 1704067200 * 1_000_000
+
+// start returns the first instant of a run under a window of w µs: a
+// window boundary (windows are aligned to the Unix epoch), so that the
+// edge workload's boundary is one.
+func start(w int64) int64 { return base - base%w }
 
 // steady returns Poisson arrivals, in µs from base, at opts.Load times the
 // limit's rate for opts.Windows windows.
@@ -204,8 +219,9 @@ func run(l floodgate.Limit, arrivals []int64) Workload {
 	var r floodgate.Result
 	wl := Workload{Offered: int64(len(arrivals))}
 	admitted := make([]int64, 0, len(arrivals))
+	t0 := start(l.Window.Microseconds())
 	for _, t := range arrivals {
-		p.Acquire(&st, base+t, 1, "", &r)
+		p.Acquire(&st, t0+t, 1, "", &r)
 		if r.Allowed {
 			admitted = append(admitted, t)
 		}
@@ -241,9 +257,10 @@ func run(l floodgate.Limit, arrivals []int64) Workload {
 }
 
 // bytesPerKey measures the heap a memory store holds per key of l: the
-// heap in use after a GC, with the store and n keys decided once each on
-// its clock, against before the store was made, over n; the keys' strings
-// are made before and not counted (the store keeps a hash of each).
+// heap in use after a GC, with the store and n keys decided once each at
+// one instant (so that none expires while it is measured), against before
+// the store was made, over n; the keys' strings are made before and not
+// counted (the store keeps a hash of each).
 func bytesPerKey(l floodgate.Limit, n int) (float64, error) {
 	keys := make([]string, n)
 	for i := range keys {
@@ -257,7 +274,7 @@ func bytesPerKey(l floodgate.Limit, n int) (float64, error) {
 	st := memory.New(memory.Options{Capacity: 2 * n})
 	defer st.Close()
 	for _, k := range keys {
-		ops[0] = floodgate.Op{Key: k, Limits: limits, Cost: 1}
+		ops[0] = floodgate.Op{Key: k, Limits: limits, Cost: 1, Now: base}
 		if err := st.Decide(context.Background(), ops); err != nil {
 			return 0, fmt.Errorf("sim: memory: %w", err)
 		}

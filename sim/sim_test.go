@@ -95,12 +95,35 @@ func TestMemory(t *testing.T) {
 	t.Logf("bytes per key: %v %.0f, %v %.0f", rs[0].Algorithm, rs[0].BytesPerKey, rs[1].Algorithm, rs[1].BytesPerKey)
 }
 
+// A window that does not divide a day still has its edge workload on a
+// window boundary: the fixed window lets 2×quota through there.
+func TestUnalignedWindows(t *testing.T) {
+	for _, w := range []time.Duration{7 * time.Second, 7 * time.Minute, 48 * time.Hour} {
+		rs, err := sim.Run(sim.Options{Algorithms: []floodgate.Algorithm{floodgate.FixedWindow, floodgate.SlidingWindowLog}, Window: w, MemoryKeys: -1, Windows: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs[0].Edge.MaxInWindow != 200 || rs[1].Edge.MaxInWindow != 100 {
+			t.Errorf("window %v: edge figures %d and %d, want 200 (fixed) and 100 (log)", w, rs[0].Edge.MaxInWindow, rs[1].Edge.MaxInWindow)
+		}
+	}
+}
+
+// The memory measurement takes any valid limit, whatever its window.
+func TestMemoryAnyLimit(t *testing.T) {
+	if _, err := sim.Run(sim.Options{Algorithms: []floodgate.Algorithm{floodgate.TokenBucket}, Quota: 1999993, Window: time.Second, Windows: 1, Load: 0.001, MemoryKeys: 1000}); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestBadOptions(t *testing.T) {
 	for _, o := range []sim.Options{
 		{Algorithms: []floodgate.Algorithm{floodgate.Concurrency}},
 		{Load: -1},
 		{Windows: -3},
 		{Quota: 1_000_000, Windows: 100},
+		{Quota: 5_000_000, Windows: 1, Load: 0.01},
+		{Quota: 100_000, Algorithms: []floodgate.Algorithm{floodgate.SlidingWindowLog}},
 		{Quota: -5},
 	} {
 		if _, err := sim.Run(o); err == nil {

@@ -45,6 +45,24 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := parseFlags(fs, args, os.LookupEnv); err != nil {
 		return flagsExit(err)
 	}
+	// A zero would stand for a default in sim.Options: refuse it here.
+	switch {
+	case opts.Quota < 1:
+		fmt.Fprintf(stderr, "floodgate sim: --quota %d: want at least 1\n", opts.Quota)
+		return 2
+	case opts.Window <= 0:
+		fmt.Fprintf(stderr, "floodgate sim: --window %v: want a positive duration\n", opts.Window)
+		return 2
+	case !(opts.Load > 0):
+		fmt.Fprintf(stderr, "floodgate sim: --load %v: want a positive multiple of the rate\n", opts.Load)
+		return 2
+	case opts.Windows < 1:
+		fmt.Fprintf(stderr, "floodgate sim: --windows %d: want at least 1\n", opts.Windows)
+		return 2
+	case opts.Seed < 1:
+		fmt.Fprintf(stderr, "floodgate sim: --seed %d: want at least 1\n", opts.Seed)
+		return 2
+	}
 	if algs != "" {
 		for _, name := range strings.Split(algs, ",") {
 			a, err := floodgate.ParseAlgorithm(strings.TrimSpace(name))

@@ -40,7 +40,9 @@ func TestSim(t *testing.T) {
 		t.Errorf("csv rows %v", rows[1:])
 	}
 
-	for _, args := range [][]string{{"--algorithms", "concurrency"}, {"--format", "xml"}, {"--algorithms", "leaky"}, {"--windows", "0x"}} {
+	for _, args := range [][]string{{"--algorithms", "concurrency"}, {"--format", "xml"}, {"--algorithms", "leaky"}, {"--windows", "0x"},
+		{"--quota", "0"}, {"--windows", "0"}, {"--load", "0"}, {"--seed", "0"}, {"--window", "0s"},
+		{"--quota", "1000000", "--windows", "100"}, {"--quota", "100000", "--algorithms", "sliding_window_log"}} {
 		if _, stderr, code := proctest.Run(t, nil, append([]string{"sim"}, args...)...); code != 2 || stderr == "" {
 			t.Errorf("sim %v: exit %d, stderr %q; want 2 with a message", args, code, stderr)
 		}
