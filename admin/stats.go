@@ -39,6 +39,9 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "reading the metrics: "+err.Error())
 		return
 	}
+	if err != nil {
+		h.logger.Warn("admin stats: some metrics could not be read", "err", err)
+	}
 	resp := StatsResponse{Time: h.now().UnixMilli(), Series: []Series{}}
 	for _, f := range families {
 		name := f.GetName()
