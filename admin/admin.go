@@ -91,8 +91,9 @@ type Options struct {
 	// charts) from it: a metrics.Metrics's Registry. Nil answers 404 there.
 	Gatherer prometheus.Gatherer
 	// SharedAudit, when set, keeps the audit log for every instance (the
-	// newest AuditSize entries); this process keeps its own entries too,
-	// and answers them when the shared log cannot be read.
+	// newest AuditSize entries). This process keeps its own entries too:
+	// it answers them when the shared log cannot be read, and appends
+	// those the shared log could not take once it can.
 	SharedAudit SharedAudit
 	// Instance names this instance in audit entries (serve uses the host
 	// name and the process id).
@@ -112,13 +113,16 @@ type Handler struct {
 	now       func() time.Time
 	mux       *http.ServeMux
 
-	lastRefused atomic.Int64 // the second a refused token was last logged
+	lastRefused   atomic.Int64 // the second a refused token was last logged
+	lastAuditWarn atomic.Int64 // the second a shared audit failure was last logged
+	flushMu       sync.Mutex   // one flush of pending entries at a time
 
-	mu    sync.Mutex
-	audit []AuditEntry // a ring: next is the slot of the next entry
-	next  int
-	full  bool
-	seq   int64
+	mu      sync.Mutex
+	audit   []AuditEntry // a ring: next is the slot of the next entry
+	pending []AuditEntry // entries the shared log has not taken, oldest first
+	next    int
+	full    bool
+	seq     int64
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -511,7 +515,8 @@ func stateless(m rules.Match) string {
 // AuditEntry is one change made through the admin API, or refused.
 type AuditEntry struct {
 	// Seq numbers the entries from 1, in the order they were made: across
-	// every instance when the log is shared, in this process otherwise.
+	// every instance in the shared log's answer, in this process in its
+	// own log's.
 	Seq  int64     `json:"seq"`
 	Time time.Time `json:"time"`
 	// Instance names the instance that made the change ([Options.Instance]).
@@ -524,6 +529,9 @@ type AuditEntry struct {
 	Key        string  `json:"key"`
 	// Outcome is "done", or why the change was refused or failed.
 	Outcome string `json:"outcome"`
+	// Pending marks, in the shared log's answer, an entry of this instance
+	// that the shared log has not taken yet.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // SharedAudit keeps an audit log that every instance appends to and reads:
@@ -538,44 +546,74 @@ type SharedAudit interface {
 	Audit(ctx context.Context, n int) (seqs []int64, entries []string, err error)
 }
 
-// auditTimeout bounds a write to the shared audit log.
+// auditTimeout bounds a read or write of the shared audit log.
 const auditTimeout = 2 * time.Second
 
-// record appends e to the audit log (the shared one when set, and this
-// process's) and logs it.
+// record appends e to this process's audit log (numbering it there) and
+// to the shared one when set, and logs it. An entry the shared log cannot
+// take waits, with any before it, for the next write or read that reaches
+// it.
 func (h *Handler) record(ctx context.Context, e AuditEntry) {
-	e.Time, e.Instance = h.now().UTC(), h.instance
-	shared := false
-	if h.shared != nil {
-		b, err := json.Marshal(e)
-		if err == nil {
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
-			e.Seq, err = h.shared.AppendAudit(actx, string(b), len(h.audit))
-			cancel()
-		}
-		if err != nil {
-			h.logger.Warn("admin audit: cannot write to the shared log; kept in this instance's", "err", err)
-		} else {
-			shared = true
-		}
-	}
 	h.mu.Lock()
-	if !shared {
-		h.seq++
-		e.Seq = h.seq
-	}
+	h.seq++
+	e.Seq, e.Time, e.Instance = h.seq, h.now().UTC(), h.instance
 	h.audit[h.next] = e
 	h.next++
 	if h.next == len(h.audit) {
 		h.next, h.full = 0, true
 	}
+	if h.shared != nil {
+		if len(h.pending) == len(h.audit) {
+			h.pending = h.pending[1:] // past the log's size, the oldest goes
+		}
+		h.pending = append(h.pending, e)
+	}
 	h.mu.Unlock()
-	h.logger.Info("admin audit", "seq", e.Seq, "shared", shared, "action", e.Action, "remote", e.Remote, "domain", e.Domain,
+	h.logger.Info("admin audit", "seq", e.Seq, "action", e.Action, "remote", e.Remote, "domain", e.Domain,
 		"descriptor", describe(e.Descriptor), "rule", e.Rule, "key", e.Key, "outcome", e.Outcome)
+	h.flush(ctx)
+}
+
+// flush appends the entries waiting for the shared log, oldest first,
+// until one fails. One flush runs at a time, so entries keep their order.
+func (h *Handler) flush(ctx context.Context) {
+	if h.shared == nil {
+		return
+	}
+	h.flushMu.Lock()
+	defer h.flushMu.Unlock()
+	for {
+		h.mu.Lock()
+		if len(h.pending) == 0 {
+			h.mu.Unlock()
+			return
+		}
+		e := h.pending[0]
+		h.mu.Unlock()
+		local := e.Seq
+		e.Seq = 0 // the shared log numbers it
+		b, err := json.Marshal(e)
+		if err == nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+			_, err = h.shared.AppendAudit(actx, string(b), len(h.audit))
+			cancel()
+		}
+		if err != nil {
+			if now := time.Now().Unix(); h.lastAuditWarn.Load() != now && h.lastAuditWarn.Swap(now) != now {
+				h.logger.Warn("admin audit: the shared log cannot be written; entries wait in this instance", "err", err)
+			}
+			return
+		}
+		h.mu.Lock()
+		if len(h.pending) > 0 && h.pending[0].Seq == local {
+			h.pending = h.pending[1:]
+		}
+		h.mu.Unlock()
+	}
 }
 
 // Audit returns the audit entries this process keeps, newest first: the
-// changes made through it.
+// changes made through it, numbered in this process.
 func (h *Handler) Audit() []AuditEntry {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -593,7 +631,8 @@ func (h *Handler) Audit() []AuditEntry {
 // AuditResponse is the answer to GET /admin/v1/audit.
 type AuditResponse struct {
 	// Shared is set when the entries are the shared log's (every
-	// instance's changes); otherwise they are this instance's.
+	// instance's changes), numbered there; otherwise they are this
+	// instance's, numbered here.
 	Shared  bool         `json:"shared"`
 	Entries []AuditEntry `json:"entries"`
 	// Error says why the shared log could not be read, when it is set but
@@ -606,12 +645,24 @@ func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit()})
 		return
 	}
-	seqs, got, err := h.shared.Audit(r.Context(), len(h.audit))
+	h.flush(r.Context())
+	ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
+	seqs, got, err := h.shared.Audit(ctx, len(h.audit))
+	cancel()
 	if err != nil {
 		writeJSON(w, http.StatusOK, AuditResponse{Entries: h.Audit(), Error: "the shared log cannot be read: " + err.Error()})
 		return
 	}
-	resp := AuditResponse{Shared: true, Entries: make([]AuditEntry, 0, len(got))}
+	resp := AuditResponse{Shared: true, Entries: []AuditEntry{}}
+	// Entries still waiting for the shared log (it took the read but not
+	// the write) come first, as the newest, unnumbered.
+	h.mu.Lock()
+	for i := len(h.pending) - 1; i >= 0; i-- {
+		e := h.pending[i]
+		e.Seq, e.Pending = 0, true
+		resp.Entries = append(resp.Entries, e)
+	}
+	h.mu.Unlock()
 	for i, g := range got {
 		var e AuditEntry
 		if err := json.Unmarshal([]byte(g), &e); err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -557,5 +559,68 @@ func TestSharedAuditDown(t *testing.T) {
 	if audit.Shared || !strings.Contains(audit.Error, "connection refused") || len(audit.Entries) != 1 ||
 		audit.Entries[0].Seq != 1 || audit.Entries[0].Instance != "test-1" || audit.Entries[0].Outcome != "done" {
 		t.Errorf("audit with the shared log down: %+v", audit)
+	}
+}
+
+// memAudit is a shared audit log in memory that can be switched off.
+type memAudit struct {
+	mu      sync.Mutex
+	down    bool
+	seqs    []int64
+	entries []string
+}
+
+func (m *memAudit) AppendAudit(_ context.Context, e string, keep int) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return 0, errors.New("connection refused")
+	}
+	n := int64(len(m.seqs) + 1)
+	m.seqs, m.entries = append([]int64{n}, m.seqs...), append([]string{e}, m.entries...)
+	return n, nil
+}
+
+func (m *memAudit) Audit(_ context.Context, n int) ([]int64, []string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return nil, nil, errors.New("connection refused")
+	}
+	return m.seqs[:min(n, len(m.seqs))], m.entries[:min(n, len(m.entries))], nil
+}
+
+// An entry made while the shared log was down reaches it once it is back,
+// in order: nothing is lost, and each log numbers its own entries.
+func TestSharedAuditRecovers(t *testing.T) {
+	sa := &memAudit{}
+	f := newFixture(t, admin.Options{SharedAudit: sa, Instance: "i1"})
+	reset := func(v string) {
+		t.Helper()
+		if resp := f.do(t, "POST", "/admin/v1/reset", bearer, `{"domain":"api","descriptor":[{"key":"user","value":"`+v+`"}]}`, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("reset %s: %d", v, resp.StatusCode)
+		}
+	}
+	reset("a")
+	sa.mu.Lock()
+	sa.down = true
+	sa.mu.Unlock()
+	reset("b")
+	var audit admin.AuditResponse
+	f.do(t, "GET", "/admin/v1/audit", bearer, "", &audit)
+	if audit.Shared || len(audit.Entries) != 2 || audit.Entries[0].Seq != 2 || audit.Entries[1].Seq != 1 {
+		t.Errorf("with the shared log down: %+v, want this instance's 2 entries numbered 2 and 1", audit)
+	}
+	sa.mu.Lock()
+	sa.down = false
+	sa.mu.Unlock()
+	reset("c")
+	f.do(t, "GET", "/admin/v1/audit", bearer, "", &audit)
+	var got []string
+	for _, e := range audit.Entries {
+		got = append(got, fmt.Sprintf("%d:%s", e.Seq, e.Descriptor[0].Value))
+	}
+	if !audit.Shared || strings.Join(got, " ") != "3:c 2:b 1:a" {
+		t.Errorf("after the shared log is back: shared %v, entries %v; want 3:c 2:b 1:a", audit.Shared, got)
 	}
 }

@@ -154,6 +154,11 @@ func (s *Store) Decide(ctx context.Context, ops []floodgate.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Not queued: a caller whose context has ended before the call
+		// knows that nothing reached the store.
+		return failAll(ops, err)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

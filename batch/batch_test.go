@@ -357,6 +357,33 @@ func TestCancelQueued(t *testing.T) {
 	}
 }
 
+// TestEndedBeforeCall: a caller whose context has ended before it calls
+// is not queued and reaches no store, whether a call is in flight or not.
+func TestEndedBeforeCall(t *testing.T) {
+	g := newGated(newMemory())
+	s := New(g, Options{MaxInFlight: 1})
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ops := []floodgate.Op{{Key: "late", Limits: []floodgate.Limit{perYear}, Cost: 1}}
+	if err := s.Decide(ctx, ops); !errors.Is(err, context.Canceled) || !errors.Is(ops[0].Err, context.Canceled) {
+		t.Errorf("ended context, idle batcher: %v, op %v; want context.Canceled", err, ops[0].Err)
+	}
+	go func() { _, _ = floodgate.New(s).Allow(context.Background(), "leader", perYear) }()
+	<-g.arrived
+	ops[0].Err = nil
+	if err := s.Decide(ctx, ops); !errors.Is(err, context.Canceled) {
+		t.Errorf("ended context, a call in flight: %v, want context.Canceled", err)
+	}
+	s.mu.Lock()
+	n := len(s.queue)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d queued after an ended caller", n)
+	}
+	close(g.release)
+}
+
 // TestCancelSent: a caller cancelled after its op was sent returns at once;
 // the op is decided all the same, and its batch mates get their results.
 func TestCancelSent(t *testing.T) {
