@@ -263,3 +263,56 @@ func TestAdminOverrideRedis(t *testing.T) {
 		t.Errorf("after the delete: admitted %d of 4, want the rule's 3", got)
 	}
 }
+
+// TestAdminCommand: floodgate admin drives a running server's admin API:
+// inspect, reset, override and its removal, the lists, and clear failures.
+func TestAdminCommand(t *testing.T) {
+	p := startAdmin(t, 1, "--store", "memory")[0]
+	env := []string{"FLOODGATE_ADMIN_TOKEN=" + adminToken}
+	ctl := func(args ...string) (string, string, int) {
+		t.Helper()
+		return proctest.Run(t, env, append(append([]string{"admin"}, args[0], "--admin", p.Addr("admin")), args[1:]...)...)
+	}
+	spend(t, p, 2)
+	out, stderr, code := ctl("inspect", "--domain", "api", "--descriptor", "user=ann")
+	if code != 0 || !strings.Contains(out, `"remaining": 1`) {
+		t.Fatalf("inspect: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, stderr, code := ctl("reset", "--domain", "api", "--descriptor", "user=ann"); code != 0 || !strings.Contains(out, `"reset": true`) || !strings.Contains(out, `"remaining": 3`) {
+		t.Errorf("reset: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, stderr, code := ctl("override", "--domain", "api", "--descriptor", "user=ann", "--limit", "fixed_window/7/8784h", "--reason", "trial"); code != 0 || !strings.Contains(out, `"quota": 7`) {
+		t.Errorf("override: exit %d\n%s%s", code, out, stderr)
+	}
+	if got := spend(t, p, 9); got != 7 {
+		t.Errorf("under the override of 7: admitted %d of 9", got)
+	}
+	if out, _, code := ctl("overrides"); code != 0 || !strings.Contains(out, `"reason": "trial"`) {
+		t.Errorf("overrides: exit %d\n%s", code, out)
+	}
+	if out, stderr, code := ctl("unoverride", "--domain", "api", "--descriptor", "user=ann"); code != 0 || !strings.Contains(out, `"deleted": true`) {
+		t.Errorf("unoverride: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, _, code := ctl("audit"); code != 0 || strings.Count(out, `"action"`) != 3 {
+		t.Errorf("audit: exit %d, want 3 entries\n%s", code, out)
+	}
+	if out, _, code := ctl("rules"); code != 0 || !strings.Contains(out, `"api.user"`) {
+		t.Errorf("rules: exit %d\n%s", code, out)
+	}
+	// Failures: an answer other than 2xx is exit 1 with the answer; bad
+	// usage is exit 2.
+	if _, stderr, code := ctl("unoverride", "--domain", "api", "--descriptor", "user=ann"); code != 1 || !strings.Contains(stderr, "404") {
+		t.Errorf("unoverride of nothing: exit %d, %s", code, stderr)
+	}
+	if _, stderr, code := proctest.Run(t, []string{"FLOODGATE_ADMIN_TOKEN=wrong-token-0123456789"}, "admin", "rules", "--admin", p.Addr("admin")); code != 1 || !strings.Contains(stderr, "401") {
+		t.Errorf("a wrong token: exit %d, %s", code, stderr)
+	}
+	for _, args := range [][]string{{"explode"}, {"inspect", "--domain", "api"}, {"override", "--domain", "api", "--descriptor", "user=a"}, {"override", "--domain", "api", "--descriptor", "user=a", "--limit", "nope"}} {
+		if _, stderr, code := ctl(args...); code != 2 || stderr == "" {
+			t.Errorf("admin %v: exit %d, %q; want 2 with a message", args, code, stderr)
+		}
+	}
+	if _, stderr, code := proctest.Run(t, nil, "admin", "rules", "--admin", p.Addr("admin")); code != 2 || !strings.Contains(stderr, "no token") {
+		t.Errorf("no token: exit %d, %s", code, stderr)
+	}
+}
