@@ -126,6 +126,15 @@ func (f *fixture) decide(t *testing.T, entries ...rules.Entry) engine.Code {
 
 const bearer = "Bearer " + token
 
+// serveOnce serves one request with the token straight to h.
+func serveOnce(h http.Handler, method, path, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.Header.Set("Authorization", bearer)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
 func TestToken(t *testing.T) {
 	f := newFixture(t, admin.Options{})
 	for _, auth := range []string{"", "Bearer", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token} {
@@ -447,10 +456,7 @@ func TestOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := httptest.NewRequest("GET", "/admin/v1/overrides", nil)
-	r.Header.Set("Authorization", bearer)
-	w := httptest.NewRecorder()
-	bare.ServeHTTP(w, r)
+	w := serveOnce(bare, "GET", "/admin/v1/overrides", "")
 	if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "not configured") {
 		t.Errorf("overrides without a table: %d %s", w.Code, w.Body)
 	}
@@ -470,10 +476,7 @@ func TestResetApproximateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := httptest.NewRequest("POST", "/admin/v1/reset", strings.NewReader(`{"domain":"api","descriptor":[{"key":"region","value":"eu"}]}`))
-	r.Header.Set("Authorization", bearer)
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	w := serveOnce(h, "POST", "/admin/v1/reset", `{"domain":"api","descriptor":[{"key":"region","value":"eu"}]}`)
 	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "approximate") {
 		t.Errorf("reset of an approximate rule with an approximate store: %d %s, want 409", w.Code, w.Body)
 	}

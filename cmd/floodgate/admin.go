@@ -99,6 +99,16 @@ func listenAdmin(cfg adminConfig, stk *stack, logger *slog.Logger) (*sideServer,
 	return srv, nil
 }
 
+// closingFirst returns closeStore preceded by closing srv (nil: nothing):
+// the admin API stops before the store closes, so that a reset never
+// reaches a closed store.
+func closingFirst(srv *sideServer, closeStore func() int) func() int {
+	return func() int {
+		srv.close()
+		return closeStore()
+	}
+}
+
 // instanceName names this process in audit entries: host name and pid.
 func instanceName() string {
 	host, err := os.Hostname()

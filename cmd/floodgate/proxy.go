@@ -177,13 +177,7 @@ func proxy(ctx context.Context, cfg proxyConfig, logger *slog.Logger) int {
 		closeStore()
 		return 1
 	}
-	// The admin API stops before the store closes: a reset must not reach a
-	// closed store.
-	storeCloser := closeStore
-	closeStore = func() int {
-		adminSrv.close()
-		return storeCloser()
-	}
+	closeStore = closingFirst(adminSrv, closeStore)
 	mw, err := middleware.Rules(stk.engine, domain, middleware.Options{
 		OmitHeaders: cfg.omitHeaders,
 		Legacy:      cfg.legacyHeaders,

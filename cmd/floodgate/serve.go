@@ -201,13 +201,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) int {
 		closeStore()
 		return 1
 	}
-	// The admin API stops before the store closes: a reset must not reach a
-	// closed store.
-	storeCloser := closeStore
-	closeStore = func() int {
-		adminSrv.close()
-		return storeCloser()
-	}
+	closeStore = closingFirst(adminSrv, closeStore)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "protocol", "http", "addr", ln.Addr().String())
