@@ -117,6 +117,9 @@ type Options struct {
 // DefaultInterval is the default Options.Interval.
 const DefaultInterval = time.Second
 
+// openTimeout bounds Open's first read.
+const openTimeout = 500 * time.Millisecond
+
 // Table is the overrides in force, read from a backend. Create it with
 // [Open]. Its methods are safe for concurrent use.
 type Table struct {
@@ -139,9 +142,9 @@ type snapshot struct {
 	list     []Override
 }
 
-// Open reads the overrides from backend, then polls it every
-// Options.Interval until Close. A backend that cannot be read at first is
-// not an error: the table starts empty and keeps trying.
+// Open reads the overrides from backend (waiting at most 500ms), then
+// polls it every Options.Interval until Close. A backend that cannot be
+// read at first is not an error: the table starts empty and keeps trying.
 func Open(ctx context.Context, backend Backend, opts Options) *Table {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
@@ -154,7 +157,9 @@ func Open(ctx context.Context, backend Backend, opts Options) *Table {
 	}
 	t := &Table{backend: backend, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
 	t.snap.Store(&snapshot{})
-	ctx, cancel := context.WithTimeout(ctx, max(opts.Interval, 2*time.Second))
+	// A store that is down at start delays the start by at most this; the
+	// poll keeps trying.
+	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	if err := t.Refresh(ctx); err != nil {
 		t.warn("overrides: cannot read them; starting with none", err)
