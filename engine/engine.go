@@ -418,11 +418,7 @@ func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op, c rules.Consist
 	sts := []Status{{Code: OK, Match: rules.Match{Key: op.Key, Limits: op.Limits}, Hits: op.Cost}}
 	ops := []floodgate.Op{*op}
 	ops[0].Result, ops[0].Err = floodgate.Result{}, nil
-	store := e.store
-	if c == rules.Approximate && e.opts.Approximate != nil {
-		store = e.opts.Approximate
-	}
-	err := store.Decide(ctx, ops)
+	err := e.storeFor(c).Decide(ctx, ops)
 	if err == nil {
 		err = ops[0].Err
 	}
@@ -446,6 +442,16 @@ func (e *Engine) decideOp(ctx context.Context, op *floodgate.Op, c rules.Consist
 	return st, nil
 }
 
+// storeFor returns the store that decides ops of consistency c:
+// [Options.Approximate] for approximate ones when it is set, the engine's
+// store otherwise.
+func (e *Engine) storeFor(c rules.Consistency) floodgate.Store {
+	if c == rules.Approximate && e.opts.Approximate != nil {
+		return e.opts.Approximate
+	}
+	return e.store
+}
+
 // Peek reads the state of m's key under m.Limits without consuming
 // anything (cost 0), from the store that keeps it: [Options.Approximate]
 // for an approximate rule when it is set, the engine's store otherwise. It
@@ -458,11 +464,11 @@ func (e *Engine) Peek(ctx context.Context, m rules.Match) ([]floodgate.Result, e
 	if err := ops[0].Check(); err != nil {
 		return nil, err
 	}
-	store := e.store
-	if m.Rule != nil && m.Rule.Consistency == rules.Approximate && e.opts.Approximate != nil {
-		store = e.opts.Approximate
+	c := rules.Strict
+	if m.Rule != nil {
+		c = m.Rule.Consistency
 	}
-	err := store.Decide(ctx, ops)
+	err := e.storeFor(c).Decide(ctx, ops)
 	if err == nil {
 		err = ops[0].Err
 	}
@@ -702,16 +708,9 @@ func (e *Engine) Release(ctx context.Context, sts []Status) error {
 		}
 	}
 	if len(lops) > 0 && e.local != nil {
-		n := 1
-		if e.opts.Instances != nil {
-			n = max(e.opts.Instances(), 1)
-		}
+		n := e.instances()
 		for i := range lops {
-			limits := make([]floodgate.Limit, len(lops[i].Limits))
-			for k, l := range lops[i].Limits {
-				limits[k] = Share(l, n)
-			}
-			lops[i].Limits = limits
+			lops[i].Limits = shares(lops[i].Limits, n)
 		}
 		if err := e.local.Decide(ctx, lops); err != nil {
 			errs = append(errs, err)
@@ -793,17 +792,11 @@ func (e *Engine) decideLocal(ctx context.Context, domain string, ops []floodgate
 	if e.local == nil {
 		return fmt.Errorf("%w: domain %q: engine closed, no local store", ErrStore, domain)
 	}
-	n := 1
-	if e.opts.Instances != nil {
-		n = max(e.opts.Instances(), 1)
-	}
+	n := e.instances()
 	lops := make([]floodgate.Op, len(local))
 	for i, j := range local {
 		op := &ops[j]
-		limits := make([]floodgate.Limit, len(op.Limits))
-		for k, l := range op.Limits {
-			limits[k] = Share(l, n)
-		}
+		limits := shares(op.Limits, n)
 		lops[i] = floodgate.Op{Key: op.Key, Limits: limits, Cost: op.Cost, Lease: op.Lease, Release: op.Release, Now: op.Now, Each: make([]floodgate.Result, len(limits))}
 	}
 	if err := e.local.Decide(ctx, lops); err != nil {
@@ -830,6 +823,25 @@ func (e *Engine) decideLocal(ctx context.Context, domain string, ops []floodgate
 		}
 	}
 	return nil
+}
+
+// instances returns the live instances the local policy divides quotas
+// among (Options.Instances), at least 1.
+func (e *Engine) instances() int {
+	if e.opts.Instances == nil {
+		return 1
+	}
+	return max(e.opts.Instances(), 1)
+}
+
+// shares returns each of limits' share for one of n instances ([Share]),
+// in a new slice.
+func shares(limits []floodgate.Limit, n int) []floodgate.Limit {
+	out := make([]floodgate.Limit, len(limits))
+	for k, l := range limits {
+		out[k] = Share(l, n)
+	}
+	return out
 }
 
 // Share returns l with its quota (and burst) divided among n instances,
